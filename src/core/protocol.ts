@@ -1,0 +1,121 @@
+/**
+ * The sync protocol between a device and the server, and the backend port that carries it.
+ *
+ * Invariants the server side guarantees (see `sql/`):
+ * - Push is exactly-once per `(clientId, seq)`: a retried batch returns the stored outcomes and
+ *   changes nothing.
+ * - Each mutation in a batch is applied in its own subtransaction; a rejected one never blocks or
+ *   loses the rest of its batch. Outcomes come back in the order of the mutations.
+ * - Pull is gapless: a cursor never skips a committed row, whatever the commit order or clocks.
+ */
+
+/** A plain row as stored locally and on the server (JSON-compatible values). */
+export type Row = Record<string, unknown>
+
+/** What a queued change does to its record. */
+export type MutationAction = 'create' | 'update' | 'delete'
+
+/** One change sent to the server. */
+export interface Mutation {
+  /** Per-client sequence number; strictly increasing for a client, never reused. */
+  seq: number
+  /** Table name (unqualified, in the schema the server migration syncs; default `public`). */
+  table: string
+  action: MutationAction
+  /**
+   * Primary key of the record, as text. For tables whose ids the server assigns, a create carries
+   * the device's local id here and the server's answer carries the real one.
+   */
+  id: string
+  /** Fields to write (create: the full row; update: changed fields only; delete: omitted). */
+  data?: Row
+  /** Server version this change was based on; `null` for a create or to skip the check. */
+  baseVersion: number | null
+  /** Hybrid logical clock stamp of the change (see `hlc.ts`). */
+  hlc?: string
+}
+
+/** The server's answer for one mutation. */
+export type MutationOutcome =
+  | {
+      seq: number
+      status: 'applied'
+      /** The row as stored after the write (includes server-assigned id and sync columns). */
+      row: Row | null
+      version: number
+    }
+  | {
+      seq: number
+      status: 'conflict'
+      /** The current server row; `null` when it does not exist (or is not visible to the caller). */
+      row: Row | null
+      version: number | null
+    }
+  | {
+      seq: number
+      status: 'rejected'
+      /** PostgreSQL SQLSTATE, e.g. `23502` (not null), `23514` (check), `42501` (RLS). */
+      code: string
+      message: string
+    }
+
+/** One row change returned by a pull. */
+export interface Change {
+  table: string
+  /** Primary key as text. */
+  id: string
+  /** The row's current server state (a tombstone still carries its last fields). */
+  row: Row
+  version: number
+  deleted: boolean
+}
+
+/** Opaque pull cursor; `null` means "from the beginning". */
+export type Cursor = string | null
+
+/** Ask for changes after a cursor. */
+export interface PullRequest {
+  tables: readonly string[]
+  cursor: Cursor
+  /** Maximum number of changes in the answer. */
+  limit: number
+}
+
+/** One page of changes. */
+export interface PullResult {
+  changes: Change[]
+  /** Cursor to persist once `changes` are applied. */
+  cursor: Cursor
+  /** More changes are ready now; pull again. */
+  hasMore: boolean
+  /**
+   * The cursor is older than the tombstone retention horizon: the device must resync from scratch
+   * (pull from `null`), keeping its pending writes.
+   */
+  reset: boolean
+}
+
+/** Per-table checksum over ids and versions, to verify a device holds what the server holds. */
+export interface TableChecksum {
+  table: string
+  count: number
+  checksum: string
+}
+
+/** Options every backend call takes. */
+export interface CallOptions {
+  signal?: AbortSignal
+}
+
+/**
+ * The backend port: everything the engine needs from a server. Implementations never decide retry
+ * policy; they throw {@link SyncError} (see `errors.ts`) whose `kind` the engine acts on.
+ */
+export interface Backend {
+  /** Push a batch; resolves to one outcome per mutation, in order. */
+  push(clientId: string, mutations: readonly Mutation[], options?: CallOptions): Promise<MutationOutcome[]>
+  /** Pull one page of changes after `request.cursor`. */
+  pull(request: PullRequest, options?: CallOptions): Promise<PullResult>
+  /** Checksums of the caller's live (non-deleted) rows, per table. */
+  checksum(tables: readonly string[], options?: CallOptions): Promise<TableChecksum[]>
+}
