@@ -40,9 +40,10 @@ export type MutationOutcome =
   | {
       seq: number
       status: 'applied'
-      /** The row as stored after the write (includes server-assigned id and sync columns). */
+      /** The row as stored after the write (includes a server-assigned id; no sync columns). */
       row: Row | null
       version: number
+      hlc: string | null
     }
   | {
       seq: number
@@ -50,6 +51,8 @@ export type MutationOutcome =
       /** The current server row; `null` when it does not exist (or is not visible to the caller). */
       row: Row | null
       version: number | null
+      deleted: boolean
+      hlc: string | null
     }
   | {
       seq: number
@@ -64,10 +67,15 @@ export interface Change {
   table: string
   /** Primary key as text. */
   id: string
-  /** The row's current server state (a tombstone still carries its last fields). */
+  /**
+   * The row's current server state without the sync columns (a tombstone still carries its last
+   * fields). Sync columns (`_version`, `_deleted`, `_xid`, `_hlc`) never appear in a `row`.
+   */
   row: Row
   version: number
   deleted: boolean
+  /** HLC stamp of the write that produced this version (server-stamped for plain-SQL writes). */
+  hlc: string | null
 }
 
 /** Opaque pull cursor; `null` means "from the beginning". */
@@ -95,7 +103,12 @@ export interface PullResult {
   reset: boolean
 }
 
-/** Per-table checksum over ids and versions, to verify a device holds what the server holds. */
+/**
+ * Per-table checksum over the caller's live (non-deleted) rows, to verify a device holds what the
+ * server holds. `checksum` is the decimal sum, modulo 2^64, over rows of the first 8 hex digits of
+ * `md5(id || ':' || version)` read as an unsigned 32-bit integer — order-independent, so a device
+ * computes the same figure from its records (see `checksum.ts`).
+ */
 export interface TableChecksum {
   table: string
   count: number
