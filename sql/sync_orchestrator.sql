@@ -1,0 +1,831 @@
+-- sync-orchestrator server migration.
+--
+-- Makes tables syncable and exposes the RPC functions the client backends call:
+--   sync_enable_table(regclass, text)        make a table syncable (run by the schema owner)
+--   sync_push(uuid, jsonb) -> jsonb          exactly-once, per-mutation push
+--   sync_pull(text[], jsonb, int) -> jsonb   gapless, paged pull across tables
+--   sync_checksum(text[]) -> jsonb           per-table checksum of the caller's live rows
+--   sync_purge_tombstones(interval)          tombstone retention (service role / owner only)
+--   sync_purge_idempotency(interval)         retention of push idempotency records
+--
+-- Requirements: PostgreSQL 15+ (xid8, `unique nulls not distinct`, `create or replace trigger`),
+-- or PGlite. Supabase-like roles (anon, authenticated, service_role) and `auth.uid()` are used when
+-- present; on a plain server `auth.uid()` is created reading the PostgREST claims GUC.
+--
+-- The migration is idempotent: running it again replaces functions and keeps data.
+-- Every function runs as the caller (security invoker), so row level security applies.
+
+create schema if not exists sync;
+comment on schema sync is 'sync-orchestrator internals: syncable tables, push idempotency records.';
+
+-- auth.uid() is Supabase's; provide the same definition on servers that lack it, so owner defaults
+-- and RLS policies read the same claims everywhere.
+do $$
+begin
+  if to_regprocedure('auth.uid()') is null then
+    create schema if not exists auth;
+    create function auth.uid() returns uuid
+      language sql stable
+      as $f$ select nullif(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub', '')::uuid $f$;
+  end if;
+end
+$$;
+
+-- One row per syncable table. `server_ids`: the server assigns primary keys (identity, or a default
+-- on a non-uuid key), so a create ignores the device's local id.
+create table if not exists sync.tables (
+  table_schema text not null,
+  table_name text not null,
+  pk_column text not null,
+  pk_type text not null,
+  pk_has_default boolean not null,
+  server_ids boolean not null,
+  owner_column text,
+  -- Largest (xid, id) of a purged tombstone: a pull cursor below it may have missed a delete.
+  purged_xid xid8,
+  purged_id text,
+  enabled_at timestamptz not null default now(),
+  primary key (table_schema, table_name)
+);
+comment on table sync.tables is 'Tables made syncable by sync_enable_table, with their key and tombstone purge horizon.';
+
+-- Exactly-once push: one record per (client, seq) and user. The outcome is null only while the
+-- claiming transaction is in flight (a concurrent retry waits on the unique index, then reads it).
+create table if not exists sync.idempotency (
+  client_id uuid not null,
+  seq bigint not null,
+  user_id uuid default auth.uid(),
+  outcome jsonb,
+  created_at timestamptz not null default now(),
+  constraint idempotency_key unique nulls not distinct (client_id, seq, user_id)
+);
+create index if not exists idempotency_created_at_idx on sync.idempotency (created_at);
+comment on table sync.idempotency is 'Stored outcome of every pushed mutation, keyed by (client_id, seq, user_id).';
+
+alter table sync.idempotency enable row level security;
+drop policy if exists idempotency_own on sync.idempotency;
+create policy idempotency_own on sync.idempotency
+  using (user_id is not distinct from auth.uid())
+  with check (user_id is not distinct from auth.uid());
+
+-- ---------------------------------------------------------------------------------------------
+-- Hybrid logical clock, same text format as the devices' (`hlc.ts`):
+--   <15-digit zero-padded wall ms>:<5-digit zero-padded counter>:<node id>
+-- Zero padding makes text order (collate "C") equal clock order.
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function sync.hlc_is_valid(p_hlc text) returns boolean
+  language sql immutable
+  set search_path = ''
+as $$ select p_hlc is not null and p_hlc operator(pg_catalog.~) '^[0-9]{15}:[0-9]{5}:.+$' $$;
+
+-- The next server stamp after p_prev (which may be null or from another node).
+create or replace function sync.hlc_next(p_prev text) returns text
+  language plpgsql volatile
+  set search_path = ''
+as $$
+declare
+  v_now bigint := floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint;
+  v_wall bigint := v_now;
+  v_counter int := 0;
+  v_prev_wall bigint;
+  v_prev_counter int;
+begin
+  if sync.hlc_is_valid(p_prev) then
+    v_prev_wall := pg_catalog.left(p_prev, 15)::bigint;
+    v_prev_counter := pg_catalog.substr(p_prev, 17, 5)::int;
+    if v_prev_wall >= v_now then
+      v_wall := v_prev_wall;
+      v_counter := v_prev_counter + 1;
+      if v_counter > 99999 then
+        v_wall := v_wall + 1;
+        v_counter := 0;
+      end if;
+    end if;
+  end if;
+  return pg_catalog.lpad(v_wall::text, 15, '0') || ':' || pg_catalog.lpad(v_counter::text, 5, '0') || ':server';
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Triggers installed on every syncable table.
+-- ---------------------------------------------------------------------------------------------
+
+-- BEFORE INSERT OR UPDATE: every write, from the engine or from plain SQL, moves the row to the
+-- writing transaction's id (the pull watermark), bumps the version and stamps the clock.
+create or replace function sync.stamp_row() returns trigger
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  new._xid := pg_catalog.pg_current_xact_id();
+  new.updated_at := pg_catalog.now();
+  if tg_op = 'INSERT' then
+    new._version := 1;
+    new._deleted := coalesce(new._deleted, false);
+    if not sync.hlc_is_valid(new._hlc) then
+      new._hlc := sync.hlc_next(null);
+    end if;
+  else
+    new._version := old._version + 1;
+    -- Keep the writer's stamp only when it moves the clock forward; otherwise stamp past it.
+    if not (sync.hlc_is_valid(new._hlc)
+            and new._hlc is distinct from old._hlc
+            and (old._hlc is null or new._hlc collate "C" > old._hlc collate "C")) then
+      new._hlc := sync.hlc_next(
+        case when sync.hlc_is_valid(new._hlc) and (old._hlc is null or new._hlc collate "C" > old._hlc collate "C")
+             then new._hlc else old._hlc end);
+    end if;
+  end if;
+  return new;
+end
+$$;
+
+-- BEFORE DELETE: a plain-SQL DELETE becomes a soft delete (a tombstone devices pull), except while
+-- sync_purge_tombstones runs. TG_ARGV[0] is the primary key column.
+create or replace function sync.soft_delete_row() returns trigger
+  language plpgsql
+  set search_path = ''
+as $$
+begin
+  if pg_catalog.current_setting('sync.purging', true) = 'on' then
+    return old;
+  end if;
+  if not old._deleted then
+    execute pg_catalog.format('update %I.%I set _deleted = true where %I = ($1).%I',
+                              tg_table_schema, tg_table_name, tg_argv[0], tg_argv[0])
+      using old;
+  end if;
+  return null;
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- sync_enable_table
+-- ---------------------------------------------------------------------------------------------
+
+-- Adds (or checks) the sync columns, the owner column, the (_xid, pk) index and the triggers, and
+-- records the table. Requirements: a single-column primary key. Safe to run again.
+create or replace function public.sync_enable_table(p_table regclass, p_owner_column text default 'user_id')
+  returns void
+  language plpgsql
+  security invoker
+  set search_path = ''
+as $$
+declare
+  v_schema text;
+  v_name text;
+  v_pk text;
+  v_pk_type text;
+  v_pk_default boolean;
+  v_pk_identity boolean;
+  v_type text;
+  v_col record;
+begin
+  select n.nspname, c.relname into v_schema, v_name
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+   where c.oid = p_table and c.relkind in ('r', 'p');
+  if v_name is null then
+    raise exception 'sync_enable_table: % is not a table', p_table using errcode = '42809';
+  end if;
+
+  select a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+         a.atthasdef, a.attidentity <> ''
+    into v_pk, v_pk_type, v_pk_default, v_pk_identity
+    from pg_catalog.pg_constraint k
+    join pg_catalog.pg_attribute a on a.attrelid = k.conrelid and a.attnum = k.conkey[1]
+   where k.conrelid = p_table and k.contype = 'p' and pg_catalog.cardinality(k.conkey) = 1;
+  if v_pk is null then
+    raise exception 'sync_enable_table: % needs a single-column primary key', p_table using errcode = '42P16';
+  end if;
+  if v_pk in ('_version', '_xid', '_deleted', '_hlc') then
+    raise exception 'sync_enable_table: the primary key of % cannot be a sync column', p_table using errcode = '42P16';
+  end if;
+
+  -- Existing sync columns must have the expected types; missing ones are added.
+  for v_col in
+    select * from (values ('_version', 'bigint', 'bigint not null default 1'),
+                          ('_xid', 'xid8', 'xid8 not null default pg_catalog.pg_current_xact_id()'),
+                          ('_deleted', 'boolean', 'boolean not null default false'),
+                          ('_hlc', 'text', 'text'),
+                          ('updated_at', 'timestamp with time zone', 'timestamptz not null default now()'))
+           as t(name, type, ddl)
+  loop
+    select pg_catalog.format_type(a.atttypid, a.atttypmod) into v_type
+      from pg_catalog.pg_attribute a
+     where a.attrelid = p_table and a.attname = v_col.name and a.attnum > 0 and not a.attisdropped;
+    if v_type is null then
+      execute pg_catalog.format('alter table %s add column %I %s', p_table, v_col.name, v_col.ddl);
+    elsif v_type <> v_col.type
+          and not (v_col.name = 'updated_at' and v_type = 'timestamp without time zone') then
+      raise exception 'sync_enable_table: %.% has type %, expected %', p_table, v_col.name, v_type, v_col.type
+        using errcode = '42804';
+    end if;
+    v_type := null;
+  end loop;
+
+  if p_owner_column is not null then
+    select pg_catalog.format_type(a.atttypid, a.atttypmod) into v_type
+      from pg_catalog.pg_attribute a
+     where a.attrelid = p_table and a.attname = p_owner_column and a.attnum > 0 and not a.attisdropped;
+    if v_type is null then
+      execute pg_catalog.format('alter table %s add column %I uuid default auth.uid()', p_table, p_owner_column);
+    elsif v_type <> 'uuid' then
+      raise exception 'sync_enable_table: owner column %.% has type %, expected uuid', p_table, p_owner_column, v_type
+        using errcode = '42804';
+    elsif not exists (select 1 from pg_catalog.pg_attrdef d join pg_catalog.pg_attribute a
+                        on a.attrelid = d.adrelid and a.attnum = d.adnum
+                       where d.adrelid = p_table and a.attname = p_owner_column) then
+      execute pg_catalog.format('alter table %s alter column %I set default auth.uid()', p_table, p_owner_column);
+    end if;
+  end if;
+
+  -- The pull scans this index from the cursor: cost follows the changes returned, not the table.
+  execute pg_catalog.format('create index if not exists %I on %s (_xid, %I)',
+                            pg_catalog.left(v_name, 48) || '_sync_xid_idx', p_table, v_pk);
+
+  execute pg_catalog.format(
+    'create or replace trigger sync_stamp before insert or update on %s for each row execute function sync.stamp_row()',
+    p_table);
+  execute pg_catalog.format(
+    'create or replace trigger sync_soft_delete before delete on %s for each row execute function sync.soft_delete_row(%L)',
+    p_table, v_pk);
+
+  insert into sync.tables as t (table_schema, table_name, pk_column, pk_type, pk_has_default, server_ids, owner_column)
+  values (v_schema, v_name, v_pk, v_pk_type, v_pk_default or v_pk_identity,
+          v_pk_identity or (v_pk_default and v_pk_type not in ('uuid', 'text')),
+          p_owner_column)
+  on conflict (table_schema, table_name) do update
+    set pk_column = excluded.pk_column, pk_type = excluded.pk_type,
+        pk_has_default = excluded.pk_has_default, server_ids = excluded.server_ids,
+        owner_column = excluded.owner_column;
+end
+$$;
+
+comment on function public.sync_enable_table(regclass, text) is
+  'Make a table syncable: adds _version, _xid, _deleted, _hlc, updated_at and the owner column (uuid default auth.uid()) '
+  'if missing, an index on (_xid, pk), a stamping trigger and a soft-delete trigger, and records the table in sync.tables.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Internal helpers
+-- ---------------------------------------------------------------------------------------------
+
+-- The registration of a syncable table by its unqualified name in `public` (42P01 if it does not
+-- exist, 55000 if it is not syncable).
+create or replace function sync.table_info(p_table text) returns sync.tables
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  v_info sync.tables;
+begin
+  select * into v_info from sync.tables t where t.table_schema = 'public' and t.table_name = p_table;
+  if not found then
+    if p_table is null or pg_catalog.to_regclass(pg_catalog.format('public.%I', p_table)) is null then
+      raise exception 'relation "%" does not exist', p_table using errcode = '42P01';
+    end if;
+    raise exception 'table "%" is not syncable', p_table
+      using errcode = '55000', hint = 'Run select sync_enable_table(''public.' || p_table || ''') first.';
+  end if;
+  return v_info;
+end
+$$;
+
+-- The row as devices see it: no sync columns.
+create or replace function sync.public_row(p_row jsonb) returns jsonb
+  language sql immutable
+  set search_path = ''
+as $$ select p_row operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[] $$;
+
+-- Writable columns named in p_data (sync columns and, for update, the key dropped); raises 42703
+-- for a column the table does not have.
+create or replace function sync.data_columns(p_info sync.tables, p_data jsonb, p_keep_pk boolean) returns text[]
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  v_cols text[] := '{}';
+  v_key text;
+begin
+  for v_key in select jsonb_object_keys(p_data) loop
+    continue when v_key in ('_version', '_xid', '_deleted', '_hlc');
+    continue when v_key = p_info.pk_column and not p_keep_pk;
+    if not exists (select 1 from pg_catalog.pg_attribute a
+                    where a.attrelid = pg_catalog.format('%I.%I', p_info.table_schema, p_info.table_name)::regclass
+                      and a.attname = v_key and a.attnum > 0 and not a.attisdropped) then
+      raise exception 'column "%" of relation "%" does not exist', v_key, p_info.table_name using errcode = '42703';
+    end if;
+    v_cols := v_cols || v_key;
+  end loop;
+  return v_cols;
+end
+$$;
+
+-- Applies one validated mutation and returns its outcome (without seq). Errors propagate to the
+-- caller's subtransaction, which turns them into a `rejected` outcome.
+create or replace function sync.apply_mutation(p_table text, p_action text, p_id text, p_data jsonb,
+                                               p_base_version bigint, p_hlc text) returns jsonb
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  v_info sync.tables := sync.table_info(p_table);
+  v_rel text := pg_catalog.format('%I.%I', v_info.table_schema, v_info.table_name);
+  v_key_match text := pg_catalog.format('t.%I = cast($1 as %s)', v_info.pk_column, v_info.pk_type);
+  v_data jsonb := coalesce(p_data, '{}'::jsonb);
+  v_hlc text := case when sync.hlc_is_valid(p_hlc) then p_hlc end;
+  v_cols text[];
+  v_current jsonb;
+  v_row jsonb;
+begin
+  if pg_catalog.jsonb_typeof(v_data) <> 'object' then
+    raise exception 'data must be an object or null' using errcode = '22023';
+  end if;
+
+  if p_action = 'create' then
+    if v_info.server_ids then
+      v_cols := sync.data_columns(v_info, v_data, false);
+    else
+      v_data := v_data || pg_catalog.jsonb_build_object(v_info.pk_column, p_id);
+      v_cols := sync.data_columns(v_info, v_data, true);
+      execute pg_catalog.format('select to_jsonb(t) from %s t where %s', v_rel, v_key_match)
+        into v_current using p_id;
+      if v_current is not null then
+        return pg_catalog.jsonb_build_object('status', 'conflict', 'row', sync.public_row(v_current),
+          'version', v_current -> '_version', 'deleted', v_current -> '_deleted', 'hlc', v_current -> '_hlc');
+      end if;
+    end if;
+    v_cols := v_cols || '_hlc'::text;
+    v_data := v_data || pg_catalog.jsonb_build_object('_hlc', v_hlc);
+    execute pg_catalog.format('insert into %s as t (%s) select %s from pg_catalog.jsonb_populate_record(null::%s, $1) r returning to_jsonb(t)',
+        v_rel,
+        (select pg_catalog.string_agg(pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_cols) c),
+        (select pg_catalog.string_agg('r.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_cols) c),
+        v_rel)
+      into v_row using v_data;
+    return pg_catalog.jsonb_build_object('status', 'applied', 'row', sync.public_row(v_row),
+      'version', v_row -> '_version', 'hlc', v_row -> '_hlc');
+  end if;
+
+  -- update / delete: lock the visible row (RLS update policies apply to FOR UPDATE).
+  execute pg_catalog.format('select to_jsonb(t) from %s t where %s for update', v_rel, v_key_match)
+    into v_current using p_id;
+  if v_current is null then
+    raise exception 'row % of table % does not exist or is not visible', p_id, p_table using errcode = 'P0002';
+  end if;
+
+  if p_action = 'delete' and (v_current ->> '_deleted')::boolean then
+    -- Already a tombstone: the desired state holds; nothing changes.
+    return pg_catalog.jsonb_build_object('status', 'applied', 'row', sync.public_row(v_current),
+      'version', v_current -> '_version', 'hlc', v_current -> '_hlc');
+  end if;
+
+  -- An update of a tombstone is a conflict unless the device saw that deletion (its base version
+  -- is the tombstone's), in which case the write restores the row.
+  if (p_base_version is not null and p_base_version <> (v_current ->> '_version')::bigint)
+     or (p_action = 'update' and (v_current ->> '_deleted')::boolean and p_base_version is null) then
+    return pg_catalog.jsonb_build_object('status', 'conflict', 'row', sync.public_row(v_current),
+      'version', v_current -> '_version', 'deleted', v_current -> '_deleted', 'hlc', v_current -> '_hlc');
+  end if;
+
+  if p_action = 'delete' then
+    execute pg_catalog.format('update %s as t set _deleted = true, _hlc = $2 where %s returning to_jsonb(t)',
+                              v_rel, v_key_match)
+      into v_row using p_id, v_hlc;
+  else
+    v_cols := sync.data_columns(v_info, v_data, false);
+    execute pg_catalog.format('update %s as t set %s _deleted = false, _hlc = $2 from pg_catalog.jsonb_populate_record(null::%s, $3) r where %s returning to_jsonb(t)',
+        v_rel,
+        coalesce((select pg_catalog.string_agg(pg_catalog.format('%I = r.%I', c, c), ', ') || ',' from pg_catalog.unnest(v_cols) c), ''),
+        v_rel, v_key_match)
+      into v_row using p_id, v_hlc, v_data;
+  end if;
+  if v_row is null then
+    -- The row was visible to select but the write affected nothing (e.g. an update policy).
+    raise exception 'row % of table % is not writable', p_id, p_table using errcode = '42501';
+  end if;
+  return pg_catalog.jsonb_build_object('status', 'applied', 'row', sync.public_row(v_row),
+    'version', v_row -> '_version', 'hlc', v_row -> '_hlc');
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- sync_push
+-- ---------------------------------------------------------------------------------------------
+
+-- Invariants:
+-- - Exactly-once per (client, seq, user): the first attempt claims the idempotency record before
+--   applying, in the same transaction; a retry (or a concurrent duplicate, once the first commits)
+--   returns the stored outcome and changes nothing.
+-- - Each mutation applies in its own subtransaction: an error becomes `rejected` with its SQLSTATE
+--   and the rest of the batch proceeds. Transient errors (serialization, deadlock, lock timeout,
+--   resources) fail the whole call instead, so the device retries rather than storing them.
+-- - Outcomes are returned in the order of the mutations.
+create or replace function public.sync_push(p_client_id uuid, p_mutations jsonb) returns jsonb
+  language plpgsql
+  security invoker
+  set search_path = ''
+as $$
+declare
+  v_out jsonb := '[]'::jsonb;
+  v_m jsonb;
+  v_seq bigint;
+  v_seq_json jsonb;
+  v_action text;
+  v_base bigint;
+  v_outcome jsonb;
+  v_state text;
+  v_message text;
+begin
+  if p_client_id is null then
+    raise exception 'sync_push: p_client_id is required' using errcode = '22023';
+  end if;
+  if p_mutations is null or pg_catalog.jsonb_typeof(p_mutations) <> 'array' then
+    raise exception 'sync_push: p_mutations must be an array' using errcode = '22023';
+  end if;
+
+  for v_m in select e from pg_catalog.jsonb_array_elements(p_mutations) e loop
+    v_seq_json := case when pg_catalog.jsonb_typeof(v_m) = 'object' then v_m -> 'seq' end;
+    v_action := case when pg_catalog.jsonb_typeof(v_m) = 'object' then v_m ->> 'action' end;
+
+    -- Shape checks: a malformed item is rejected on its own and not recorded.
+    if pg_catalog.jsonb_typeof(v_m) is distinct from 'object'
+       or pg_catalog.jsonb_typeof(v_seq_json) is distinct from 'number'
+       or (v_seq_json #>> '{}') !~ '^[0-9]{1,18}$'
+       or v_action is null or v_action not in ('create', 'update', 'delete')
+       or pg_catalog.jsonb_typeof(v_m -> 'table') is distinct from 'string'
+       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'id'), 'missing') not in ('string', 'number')
+       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'data'), 'null') not in ('object', 'null')
+       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'baseVersion'), 'null') not in ('number', 'null')
+       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'hlc'), 'null') not in ('string', 'null') then
+      v_out := v_out || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+        'seq', coalesce(v_seq_json, 'null'::jsonb), 'status', 'rejected', 'code', '22023',
+        'message', 'invalid mutation: expected {seq, table, action: create|update|delete, id, data?, baseVersion, hlc?}'));
+      continue;
+    end if;
+    v_seq := (v_seq_json #>> '{}')::bigint;
+
+    select i.outcome into v_outcome from sync.idempotency i
+     where i.client_id = p_client_id and i.seq = v_seq and i.user_id is not distinct from auth.uid();
+    if found then
+      v_out := v_out || pg_catalog.jsonb_build_array(v_outcome);
+      continue;
+    end if;
+
+    begin
+      insert into sync.idempotency (client_id, seq, user_id) values (p_client_id, v_seq, auth.uid());
+    exception when unique_violation then
+      -- A concurrent attempt of the same mutation committed first: answer with its outcome.
+      select i.outcome into v_outcome from sync.idempotency i
+       where i.client_id = p_client_id and i.seq = v_seq and i.user_id is not distinct from auth.uid();
+      v_out := v_out || pg_catalog.jsonb_build_array(v_outcome);
+      continue;
+    end;
+
+    begin
+      v_base := case when pg_catalog.jsonb_typeof(v_m -> 'baseVersion') = 'number'
+                     then (v_m ->> 'baseVersion')::numeric::bigint end;
+      v_outcome := sync.apply_mutation(v_m ->> 'table', v_action, v_m ->> 'id', v_m -> 'data', v_base, v_m ->> 'hlc');
+    exception when others then
+      get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+      if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
+        raise;
+      end if;
+      v_outcome := pg_catalog.jsonb_build_object('status', 'rejected', 'code', v_state, 'message', v_message);
+    end;
+    v_outcome := pg_catalog.jsonb_build_object('seq', v_seq) || v_outcome;
+
+    update sync.idempotency i set outcome = v_outcome
+     where i.client_id = p_client_id and i.seq = v_seq and i.user_id is not distinct from auth.uid();
+    v_out := v_out || pg_catalog.jsonb_build_array(v_outcome);
+  end loop;
+  return v_out;
+end
+$$;
+
+comment on function public.sync_push(uuid, jsonb) is
+  'Apply a batch of mutations [{seq, table, action, id, data, baseVersion, hlc}] exactly once per (client, seq); '
+  'returns one outcome per mutation, in order: applied | conflict | rejected.';
+
+-- ---------------------------------------------------------------------------------------------
+-- sync_pull
+-- ---------------------------------------------------------------------------------------------
+
+-- Decodes a cursor: null, an object {x, t, i}, or a string holding one as JSON (the form sync_pull
+-- returns, so devices can keep it as an opaque string).
+create or replace function sync.decode_cursor(p_cursor jsonb) returns jsonb
+  language plpgsql immutable
+  set search_path = ''
+as $$
+declare
+  v_cursor jsonb := p_cursor;
+  v_depth int := 0;
+begin
+  while pg_catalog.jsonb_typeof(v_cursor) = 'string' and v_depth < 3 loop
+    begin
+      v_cursor := (v_cursor #>> '{}')::jsonb;
+    exception when others then
+      raise exception 'invalid pull cursor' using errcode = '22023';
+    end;
+    v_depth := v_depth + 1;
+  end loop;
+  if v_cursor is null or pg_catalog.jsonb_typeof(v_cursor) = 'null' then
+    return null;
+  end if;
+  if pg_catalog.jsonb_typeof(v_cursor) <> 'object'
+     or pg_catalog.jsonb_typeof(v_cursor -> 'x') is distinct from 'string'
+     or (v_cursor ->> 'x') !~ '^[0-9]{1,20}$'
+     or pg_catalog.jsonb_typeof(v_cursor -> 't') is distinct from 'string'
+     or pg_catalog.jsonb_typeof(v_cursor -> 'i') is distinct from 'string' then
+    raise exception 'invalid pull cursor' using errcode = '22023';
+  end if;
+  return v_cursor;
+end
+$$;
+
+-- Whether pull position (x1, t1, i1) precedes (x2, t2, i2). Keys of one table compare in their
+-- own type (p_info is the table of t2), as the pull orders them.
+create or replace function sync.key_lt(p_info sync.tables, x1 xid8, t1 text, i1 text, x2 xid8, t2 text, i2 text)
+  returns boolean
+  language plpgsql stable
+  set search_path = ''
+as $$
+declare
+  v_lt boolean;
+begin
+  if x1 <> x2 then
+    return x1 < x2;
+  end if;
+  if t1 is distinct from t2 then
+    return t1 collate "C" < t2 collate "C";
+  end if;
+  execute pg_catalog.format('select cast($1 as %s) < cast($2 as %s)', p_info.pk_type, p_info.pk_type)
+    into v_lt using i1, i2;
+  return v_lt;
+end
+$$;
+
+-- Invariants:
+-- - Only rows whose writing transaction precedes the snapshot's xmin are returned: every such
+--   transaction has ended, so no row can later appear below the returned cursor (gapless under
+--   out-of-order commits, whatever the clocks).
+-- - Order is (_xid, table, key) with one cursor across all requested tables; each table contributes
+--   an index range scan on (_xid, pk) bounded by the cursor and limited to p_limit + 1 rows.
+-- - A cursor below a requested table's purge horizon may have missed a purged tombstone: the
+--   answer is a reset. When a page ends the stream, the cursor moves past any horizon already
+--   below the snapshot, so a device that resynced is not reset again.
+create or replace function public.sync_pull(p_tables text[], p_cursor jsonb, p_limit int) returns jsonb
+  language plpgsql
+  security invoker
+  set search_path = ''
+as $$
+declare
+  v_cursor jsonb := sync.decode_cursor(p_cursor);
+  v_cx xid8 := (v_cursor ->> 'x')::xid8;
+  v_ct text := v_cursor ->> 't';
+  v_ci text := v_cursor ->> 'i';
+  v_limit int := least(greatest(coalesce(p_limit, 100), 1), 5000);
+  v_tables text[];
+  v_name text;
+  v_info sync.tables;
+  v_xmin xid8;
+  v_parts text[] := '{}';
+  v_pred text;
+  v_rows jsonb;
+  v_count int;
+  v_has_more boolean;
+  v_last jsonb;
+  v_end jsonb;
+begin
+  select coalesce(pg_catalog.array_agg(distinct t collate "C" order by t collate "C"), '{}') into v_tables
+    from pg_catalog.unnest(p_tables) t;
+  if pg_catalog.array_position(v_tables, null) is not null then
+    raise exception 'sync_pull: table names must not be null' using errcode = '22023';
+  end if;
+
+  foreach v_name in array v_tables loop
+    v_info := sync.table_info(v_name);
+    if v_cursor is not null and v_info.purged_xid is not null
+       and sync.key_lt(v_info, v_cx, v_ct, v_ci, v_info.purged_xid, v_info.table_name, v_info.purged_id) then
+      return pg_catalog.jsonb_build_object('changes', '[]'::jsonb, 'cursor', null, 'hasMore', false, 'reset', true);
+    end if;
+  end loop;
+
+  v_xmin := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+
+  foreach v_name in array v_tables loop
+    v_info := sync.table_info(v_name);
+    -- Where this table's rows resume relative to the cursor (x, t, i).
+    if v_cursor is null then
+      v_pred := 'true';
+    elsif v_info.table_name collate "C" < v_ct collate "C" then
+      v_pred := 't._xid > $1';
+    elsif v_info.table_name = v_ct then
+      v_pred := pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type);
+    else
+      v_pred := 't._xid >= $1';
+    end if;
+    -- ord numbers the rows in key order, so the merge can order by (x, table, ord) across key types.
+    v_parts := v_parts || pg_catalog.format(
+      $q$(select s._xid as x, %L::text collate "C" as tbl, row_number() over (order by s._xid, s.k) as ord, s.k::text as id, s.r
+            from (select t._xid, t.%I as k, to_jsonb(t) as r from %I.%I t
+                   where %s and t._xid < $3 order by t._xid, t.%I limit $4) s)$q$,
+      v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column);
+  end loop;
+
+  if pg_catalog.cardinality(v_parts) = 0 then
+    return pg_catalog.jsonb_build_object('changes', '[]'::jsonb, 'cursor', p_cursor, 'hasMore', false, 'reset', false);
+  end if;
+
+  execute pg_catalog.format(
+    $q$select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+              'x', u.x::text, 'table', u.tbl, 'id', u.id, 'r', u.r) order by u.x, u.tbl, u.ord), '[]')
+         from (select * from (%s) a order by x, tbl, ord limit $4) u$q$,
+    pg_catalog.array_to_string(v_parts, ' union all '))
+    into v_rows using v_cx, v_ci, v_xmin, v_limit + 1;
+
+  v_count := pg_catalog.jsonb_array_length(v_rows);
+  v_has_more := v_count > v_limit;
+  if v_has_more then
+    v_rows := v_rows - v_limit;
+  end if;
+
+  if v_count = 0 then
+    v_end := v_cursor;
+  else
+    v_last := v_rows -> -1;
+    v_end := pg_catalog.jsonb_build_object('x', v_last ->> 'x', 't', v_last ->> 'table', 'i', v_last ->> 'id');
+  end if;
+
+  -- At the end of the stream, step past horizons already below the snapshot (see invariants).
+  if not v_has_more and v_end is not null then
+    for v_info in
+      select * from sync.tables t
+       where t.table_schema = 'public' and t.table_name = any (v_tables)
+         and t.purged_xid is not null and t.purged_xid < v_xmin
+    loop
+      if sync.key_lt(v_info, (v_end ->> 'x')::xid8, v_end ->> 't', v_end ->> 'i',
+                     v_info.purged_xid, v_info.table_name, v_info.purged_id) then
+        v_end := pg_catalog.jsonb_build_object('x', v_info.purged_xid::text, 't', v_info.table_name,
+                                               'i', v_info.purged_id);
+      end if;
+    end loop;
+  end if;
+
+  return pg_catalog.jsonb_build_object(
+    'changes', (select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                  'table', e ->> 'table', 'id', e ->> 'id', 'row', sync.public_row(e -> 'r'),
+                  'version', e -> 'r' -> '_version', 'deleted', e -> 'r' -> '_deleted', 'hlc', e -> 'r' -> '_hlc')
+                  order by o), '[]'::jsonb)
+                  from pg_catalog.jsonb_array_elements(v_rows) with ordinality as a(e, o)),
+    'cursor', case when v_end is null then null
+                   when v_count = 0 and v_end = v_cursor then p_cursor
+                   else pg_catalog.to_jsonb(v_end::text) end,
+    'hasMore', v_has_more,
+    'reset', false);
+end
+$$;
+
+comment on function public.sync_pull(text[], jsonb, int) is
+  'Gapless page of changes after a cursor across the given tables: {changes: [{table, id, row, version, deleted, hlc}], '
+  'cursor, hasMore, reset}. The cursor is an opaque string; pass null to start from the beginning.';
+
+-- ---------------------------------------------------------------------------------------------
+-- sync_checksum
+-- ---------------------------------------------------------------------------------------------
+
+-- Same definition as checksumOf in src/core/checksum.ts: the sum modulo 2^64 of the first 8 hex
+-- digits of md5(id || ':' || version), over the caller's live rows.
+create or replace function public.sync_checksum(p_tables text[]) returns jsonb
+  language plpgsql stable
+  security invoker
+  set search_path = ''
+as $$
+declare
+  v_name text;
+  v_info sync.tables;
+  v_count bigint;
+  v_sum numeric;
+  v_out jsonb := '[]'::jsonb;
+begin
+  foreach v_name in array coalesce(p_tables, '{}') loop
+    v_info := sync.table_info(v_name);
+    execute pg_catalog.format(
+      $q$select count(*), coalesce(sum(('x' || pg_catalog.left(pg_catalog.md5(t.%I::text || ':' || t._version), 8))::bit(32)::bigint), 0)
+           from %I.%I t where not t._deleted$q$,
+      v_info.pk_column, v_info.table_schema, v_info.table_name)
+      into v_count, v_sum;
+    v_out := v_out || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+      'table', v_name, 'count', v_count, 'checksum', pg_catalog.mod(v_sum, 18446744073709551616::numeric)::text));
+  end loop;
+  return v_out;
+end
+$$;
+
+comment on function public.sync_checksum(text[]) is
+  'Per-table {table, count, checksum} over the caller''s live rows; see checksumOf in the client package.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Retention
+-- ---------------------------------------------------------------------------------------------
+
+-- Hard-deletes tombstones last written before now() - p_older_than and raises each table's purge
+-- horizon to the largest (_xid, key) removed. Returns the number of rows removed.
+create or replace function public.sync_purge_tombstones(p_older_than interval default '30 days') returns bigint
+  language plpgsql
+  security invoker
+  set search_path = ''
+as $$
+declare
+  v_info sync.tables;
+  v_max record;
+  v_count bigint;
+  v_total bigint := 0;
+begin
+  perform pg_catalog.set_config('sync.purging', 'on', true);
+  for v_info in select * from sync.tables order by table_schema, table_name for update loop
+    execute pg_catalog.format(
+      $q$with gone as (delete from %I.%I t where t._deleted and t.updated_at < pg_catalog.now() - $1
+                        returning t._xid, t.%I as k)
+         select (select count(*) from gone) as n, g._xid as x, g.k::text as id
+           from (select 1) one left join (select * from gone order by _xid desc, k desc limit 1) g on true$q$,
+      v_info.table_schema, v_info.table_name, v_info.pk_column)
+      into v_max using p_older_than;
+    v_count := v_max.n;
+    if v_count > 0 and (v_info.purged_xid is null
+                        or sync.key_lt(v_info, v_info.purged_xid, v_info.table_name, v_info.purged_id,
+                                       v_max.x, v_info.table_name, v_max.id)) then
+      update sync.tables t set purged_xid = v_max.x, purged_id = v_max.id
+       where t.table_schema = v_info.table_schema and t.table_name = v_info.table_name;
+    end if;
+    v_total := v_total + v_count;
+  end loop;
+  perform pg_catalog.set_config('sync.purging', 'off', true);
+  return v_total;
+end
+$$;
+
+comment on function public.sync_purge_tombstones(interval) is
+  'Hard-delete tombstones older than the horizon; devices whose cursor predates it are told to resync (reset).';
+
+-- Deletes push idempotency records older than p_older_than; a device retrying a batch older than
+-- that would apply it again, so keep this well above the longest offline period.
+create or replace function public.sync_purge_idempotency(p_older_than interval default '30 days') returns bigint
+  language sql
+  security invoker
+  set search_path = ''
+as $$
+  with gone as (delete from sync.idempotency i where i.created_at < pg_catalog.now() - p_older_than returning 1)
+  select count(*) from gone
+$$;
+
+comment on function public.sync_purge_idempotency(interval) is
+  'Delete push idempotency records older than the given age.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------------------------
+
+revoke all on function public.sync_enable_table(regclass, text) from public;
+revoke all on function public.sync_push(uuid, jsonb) from public;
+revoke all on function public.sync_pull(text[], jsonb, int) from public;
+revoke all on function public.sync_checksum(text[]) from public;
+revoke all on function public.sync_purge_tombstones(interval) from public;
+revoke all on function public.sync_purge_idempotency(interval) from public;
+revoke all on all tables in schema sync from public;
+
+do $$
+declare
+  v_role text;
+begin
+  -- Supabase grants every new public function to anon and authenticated by default privileges.
+  foreach v_role in array array['anon', 'authenticated', 'service_role'] loop
+    if exists (select 1 from pg_catalog.pg_roles where rolname = v_role) then
+      execute pg_catalog.format('revoke all on function public.sync_enable_table(regclass, text) from %I', v_role);
+      execute pg_catalog.format('revoke all on function public.sync_purge_tombstones(interval) from %I', v_role);
+      execute pg_catalog.format('revoke all on function public.sync_purge_idempotency(interval) from %I', v_role);
+      execute pg_catalog.format('revoke all on function public.sync_push(uuid, jsonb) from %I', v_role);
+      execute pg_catalog.format('revoke all on function public.sync_pull(text[], jsonb, int) from %I', v_role);
+      execute pg_catalog.format('revoke all on function public.sync_checksum(text[]) from %I', v_role);
+      execute pg_catalog.format('revoke all on all tables in schema sync from %I', v_role);
+      -- Trigger functions run as the writer, whoever that is.
+      execute pg_catalog.format('grant usage on schema sync to %I', v_role);
+    end if;
+  end loop;
+  foreach v_role in array array['authenticated', 'service_role'] loop
+    if exists (select 1 from pg_catalog.pg_roles where rolname = v_role) then
+      execute pg_catalog.format('grant execute on function public.sync_push(uuid, jsonb) to %I', v_role);
+      execute pg_catalog.format('grant execute on function public.sync_pull(text[], jsonb, int) to %I', v_role);
+      execute pg_catalog.format('grant execute on function public.sync_checksum(text[]) to %I', v_role);
+      execute pg_catalog.format('grant select on sync.tables to %I', v_role);
+      execute pg_catalog.format('grant select, insert, update on sync.idempotency to %I', v_role);
+    end if;
+  end loop;
+  if exists (select 1 from pg_catalog.pg_roles where rolname = 'service_role') then
+    grant execute on function public.sync_purge_tombstones(interval) to service_role;
+    grant execute on function public.sync_purge_idempotency(interval) to service_role;
+    grant update on sync.tables to service_role;
+    grant delete on sync.idempotency to service_role;
+  end if;
+end
+$$;
