@@ -77,7 +77,18 @@ create policy idempotency_own on sync.idempotency
 create or replace function sync.hlc_is_valid(p_hlc text) returns boolean
   language sql immutable
   set search_path = ''
-as $$ select p_hlc is not null and p_hlc operator(pg_catalog.~) '^[0-9]{15}:[0-9]{5}:.+$' $$;
+as $$ select p_hlc is not null and p_hlc collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]{1,128}$' $$;
+
+-- A writer's stamp is kept only if well formed and at most a day ahead of the server clock (the
+-- devices' default drift bound), so one device with a wild clock cannot pin a row's stamp.
+create or replace function sync.hlc_acceptable(p_hlc text) returns boolean
+  language sql volatile
+  set search_path = ''
+as $$
+  select sync.hlc_is_valid(p_hlc)
+     and pg_catalog.left(p_hlc, 15)::bigint
+         <= floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint + 86400000
+$$;
 
 -- The next server stamp after p_prev (which may be null or from another node).
 create or replace function sync.hlc_next(p_prev text) returns text
@@ -123,17 +134,16 @@ begin
   if tg_op = 'INSERT' then
     new._version := 1;
     new._deleted := coalesce(new._deleted, false);
-    if not sync.hlc_is_valid(new._hlc) then
+    if not sync.hlc_acceptable(new._hlc) then
       new._hlc := sync.hlc_next(null);
     end if;
   else
     new._version := old._version + 1;
-    -- Keep the writer's stamp only when it moves the clock forward; otherwise stamp past it.
-    if not (sync.hlc_is_valid(new._hlc)
-            and new._hlc is distinct from old._hlc
+    -- Keep the writer's stamp only when it moves the clock forward; otherwise stamp past both.
+    if not (sync.hlc_acceptable(new._hlc)
             and (old._hlc is null or new._hlc collate "C" > old._hlc collate "C")) then
       new._hlc := sync.hlc_next(
-        case when sync.hlc_is_valid(new._hlc) and (old._hlc is null or new._hlc collate "C" > old._hlc collate "C")
+        case when sync.hlc_acceptable(new._hlc) and new._hlc collate "C" > old._hlc collate "C"
              then new._hlc else old._hlc end);
     end if;
   end if;
@@ -333,7 +343,7 @@ declare
   v_rel text := pg_catalog.format('%I.%I', v_info.table_schema, v_info.table_name);
   v_key_match text := pg_catalog.format('t.%I = cast($1 as %s)', v_info.pk_column, v_info.pk_type);
   v_data jsonb := coalesce(p_data, '{}'::jsonb);
-  v_hlc text := case when sync.hlc_is_valid(p_hlc) then p_hlc end;
+  v_hlc text := case when sync.hlc_acceptable(p_hlc) then p_hlc end;
   v_cols text[];
   v_current jsonb;
   v_row jsonb;

@@ -1,0 +1,299 @@
+/**
+ * sync_push through supabase-js and PostgREST: outcomes, exactly-once retries, conflicts, and
+ * per-mutation rejection.
+ */
+import { randomUUID } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import pg from 'pg'
+import type { Mutation } from '../../src/core/protocol.js'
+import {
+  PGLITE_ONE_SESSION,
+  createContact,
+  expectStatus,
+  newUser,
+  onRealPostgres,
+  push,
+  responseLosingFetch,
+  sequence,
+  useStack,
+} from '../helpers/stack.js'
+
+const stack = useStack()
+
+describe('sync_push', () => {
+  it('creates, updates and deletes a row, bumping its version each time', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const seq = sequence()
+    const id = randomUUID()
+
+    const [created] = await push(client, clientId, [
+      createContact(seq(), { tags: ['family'], phone: '123' }, id),
+    ])
+    const applied = expectStatus(created, 'applied')
+    expect(applied.version).toBe(1)
+    expect(applied.row).toMatchObject({ id, name: 'contact 1', tags: ['family'], phone: '123', user_id: user })
+    expect(applied.row).not.toHaveProperty('_version')
+    expect(applied.row).not.toHaveProperty('_xid')
+    expect(applied.row).not.toHaveProperty('_deleted')
+    expect(applied.row).not.toHaveProperty('_hlc')
+    expect(applied.hlc).toMatch(/^\d{15}:\d{5}:server$/)
+
+    const [updated] = await push(client, clientId, [
+      { seq: seq(), table: 'contacts', action: 'update', id, data: { phone: '456' }, baseVersion: 1 },
+    ])
+    expect(expectStatus(updated, 'applied')).toMatchObject({ version: 2, row: { phone: '456', name: 'contact 1' } })
+
+    const [deleted] = await push(client, clientId, [
+      { seq: seq(), table: 'contacts', action: 'delete', id, baseVersion: 2 },
+    ])
+    expect(expectStatus(deleted, 'applied').version).toBe(3)
+
+    const rows = await stack().query<{ _version: string; _deleted: boolean; phone: string }>(
+      'select _version, _deleted, phone from contacts where id = $1',
+      [id],
+    )
+    expect(rows).toEqual([{ _version: '3', _deleted: true, phone: '456' }])
+  })
+
+  it('keeps a newer writer clock stamp and stamps past an older one', async () => {
+    const client = stack().createClient(newUser())
+    const clientId = randomUUID()
+    const id = randomUUID()
+    const future = `${String(Date.now() + 60_000).padStart(15, '0')}:00007:device-a`
+    const [created] = await push(client, clientId, [{ ...createContact(1, {}, id), hlc: future }])
+    expect(expectStatus(created, 'applied').hlc).toBe(future)
+
+    const older = `${String(Date.now() - 60_000).padStart(15, '0')}:00000:device-b`
+    const [updated] = await push(client, clientId, [
+      { seq: 2, table: 'contacts', action: 'update', id, data: { name: 'b' }, baseVersion: 1, hlc: older },
+    ])
+    const stamp = expectStatus(updated, 'applied').hlc!
+    expect(stamp > future).toBe(true)
+    expect(stamp.endsWith(':server')).toBe(true)
+  })
+
+  it('applies a batch once when its response is lost and the batch is retried', async () => {
+    const user = newUser()
+    const faults = responseLosingFetch()
+    const client = stack().createClient(user, { fetch: faults.fetch })
+    const clientId = randomUUID()
+    const contact = randomUUID()
+    await push(client, clientId, [createContact(1, { name: 'before' }, contact)])
+
+    const batch: Mutation[] = [
+      createContact(2, { name: 'new' }),
+      { seq: 3, table: 'contacts', action: 'update', id: contact, data: { name: 'after' }, baseVersion: 1 },
+      { seq: 4, table: 'notes', action: 'create', id: 'local-note-1', data: { body: 'server id' }, baseVersion: null },
+    ]
+    faults.loseNext()
+    await expect(push(client, clientId, batch)).rejects.toThrow()
+    expect(faults.lost()).toBe(1)
+
+    // The lost attempt committed.
+    const versionsAfterLoss = await stack().query<{ id: string; _version: string }>(
+      'select id::text, _version from contacts where user_id = $1 union all select id::text, _version from notes where user_id = $1 order by 1',
+      [user],
+    )
+    expect(versionsAfterLoss).toHaveLength(3)
+
+    const retried = await push(client, clientId, batch)
+    const again = await push(client, clientId, batch)
+    expect(again).toEqual(retried)
+    expect(retried.map((o) => o.status)).toEqual(['applied', 'applied', 'applied'])
+    expect(expectStatus(retried[1], 'applied').version).toBe(2)
+
+    const versionsAfterRetry = await stack().query<{ id: string; _version: string }>(
+      'select id::text, _version from contacts where user_id = $1 union all select id::text, _version from notes where user_id = $1 order by 1',
+      [user],
+    )
+    expect(versionsAfterRetry).toEqual(versionsAfterLoss)
+    const [noteCount] = await stack().query<{ n: string }>('select count(*) as n from notes where user_id = $1', [user])
+    expect(noteCount!.n).toBe('1')
+  })
+
+  it('answers a stale base version with a conflict carrying the current row', async () => {
+    const client = stack().createClient(newUser())
+    const clientId = randomUUID()
+    const id = randomUUID()
+    await push(client, clientId, [createContact(1, { name: 'v1' }, id)])
+    await push(client, clientId, [{ seq: 2, table: 'contacts', action: 'update', id, data: { name: 'v2' }, baseVersion: 1 }])
+
+    const [update, remove] = await push(client, clientId, [
+      { seq: 3, table: 'contacts', action: 'update', id, data: { name: 'stale' }, baseVersion: 1 },
+      { seq: 4, table: 'contacts', action: 'delete', id, baseVersion: 1 },
+    ])
+    for (const outcome of [update, remove]) {
+      const conflict = expectStatus(outcome, 'conflict')
+      expect(conflict).toMatchObject({ version: 2, deleted: false, row: { id, name: 'v2' } })
+      expect(conflict.row).not.toHaveProperty('_version')
+    }
+    const [row] = await stack().query<{ name: string; _version: string }>('select name, _version from contacts where id = $1', [id])
+    expect(row).toEqual({ name: 'v2', _version: '2' })
+  })
+
+  it('answers a create of an existing id, tombstones included, with a conflict', async () => {
+    const client = stack().createClient(newUser())
+    const clientId = randomUUID()
+    const id = randomUUID()
+    await push(client, clientId, [createContact(1, { name: 'first' }, id)])
+    const [dup] = await push(client, clientId, [createContact(2, { name: 'second' }, id)])
+    expect(expectStatus(dup, 'conflict')).toMatchObject({ version: 1, deleted: false, row: { name: 'first' } })
+
+    await push(client, clientId, [{ seq: 3, table: 'contacts', action: 'delete', id, baseVersion: null }])
+    const [onTombstone] = await push(client, clientId, [createContact(4, { name: 'third' }, id)])
+    expect(expectStatus(onTombstone, 'conflict')).toMatchObject({ version: 2, deleted: true, row: { name: 'first' } })
+  })
+
+  it('rejects a NOT NULL or CHECK violation with its SQLSTATE and applies the rest of the batch', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const good1 = randomUUID()
+    const good2 = randomUUID()
+    const outcomes = await push(client, clientId, [
+      createContact(1, { name: 'ok 1' }, good1),
+      { seq: 2, table: 'contacts', action: 'create', id: randomUUID(), data: { name: null }, baseVersion: null },
+      { seq: 3, table: 'notes', action: 'create', id: 'n1', data: { body: 'x'.repeat(1000) }, baseVersion: null },
+      { seq: 4, table: 'contacts', action: 'create', id: randomUUID(), data: { name: 'x', nickname: 'unknown column' }, baseVersion: null },
+      createContact(5, { name: 'ok 2' }, good2),
+    ])
+    expect(outcomes.map((o) => o.seq)).toEqual([1, 2, 3, 4, 5])
+    expect(expectStatus(outcomes[1], 'rejected').code).toBe('23502')
+    expect(expectStatus(outcomes[2], 'rejected').code).toBe('23514')
+    expect(expectStatus(outcomes[3], 'rejected').code).toBe('42703')
+    expectStatus(outcomes[0], 'applied')
+    expectStatus(outcomes[4], 'applied')
+
+    const rows = await stack().query<{ id: string }>('select id from contacts where user_id = $1 order by name', [user])
+    expect(rows.map((r) => r.id)).toEqual([good1, good2])
+    const notes = await stack().query('select 1 from notes where user_id = $1', [user])
+    expect(notes).toHaveLength(0)
+
+    // The rejection is the stored outcome: a retry does not re-run the mutation.
+    const retried = await push(client, clientId, outcomes.map((_, i) => createContact(i + 1)))
+    expect(retried).toEqual(outcomes)
+  })
+
+  it('assigns the id of a server-keyed table and returns the same id on retry', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const batch: Mutation[] = [
+      { seq: 1, table: 'notes', action: 'create', id: 'local-a', data: { body: 'a', id: 999_999 }, baseVersion: null },
+      { seq: 2, table: 'notes', action: 'create', id: 'local-b', data: { body: 'b' }, baseVersion: null },
+    ]
+    const first = await push(client, clientId, batch)
+    const ids = first.map((o) => expectStatus(o, 'applied').row!.id)
+    expect(ids.every((id) => typeof id === 'number' && id !== 999_999)).toBe(true)
+    expect(new Set(ids).size).toBe(2)
+
+    const retry = await push(client, clientId, batch)
+    expect(retry.map((o) => expectStatus(o, 'applied').row!.id)).toEqual(ids)
+    const rows = await stack().query<{ id: string }>('select id from notes where user_id = $1 order by id', [user])
+    expect(rows.map((r) => Number(r.id))).toEqual([...ids].sort((a, b) => Number(a) - Number(b)))
+
+    // Later writes address the row by its server id.
+    const [update] = await push(client, clientId, [
+      { seq: 3, table: 'notes', action: 'update', id: String(ids[0]), data: { body: 'a2' }, baseVersion: 1 },
+    ])
+    expect(expectStatus(update, 'applied').row).toMatchObject({ id: ids[0], body: 'a2' })
+  })
+
+  it('writes only the fields it is given, ignores sync columns, and keeps defaults', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const id = randomUUID()
+    const [created] = await push(client, clientId, [
+      createContact(1, { email: 'a@example.com', _version: 42, _deleted: true, _xid: '1', _hlc: 'bogus' }, id),
+    ])
+    expect(expectStatus(created, 'applied')).toMatchObject({ version: 1, row: { user_id: user, tags: [] } })
+    await push(client, clientId, [{ seq: 2, table: 'contacts', action: 'update', id, data: { phone: '1' }, baseVersion: null }])
+    const [row] = await stack().query('select email, phone, _deleted, _version from contacts where id = $1', [id])
+    expect(row).toEqual({ email: 'a@example.com', phone: '1', _deleted: false, _version: '2' })
+  })
+
+  it('treats deletes as soft, idempotent in effect, and missing rows as P0002', async () => {
+    const client = stack().createClient(newUser())
+    const clientId = randomUUID()
+    const id = randomUUID()
+    await push(client, clientId, [createContact(1, {}, id)])
+    const [first, second, missingUpdate, missingDelete] = await push(client, clientId, [
+      { seq: 2, table: 'contacts', action: 'delete', id, baseVersion: 1 },
+      { seq: 3, table: 'contacts', action: 'delete', id, baseVersion: 1 },
+      { seq: 4, table: 'contacts', action: 'update', id: randomUUID(), data: { name: 'x' }, baseVersion: null },
+      { seq: 5, table: 'contacts', action: 'delete', id: randomUUID(), baseVersion: null },
+    ])
+    expect(expectStatus(first, 'applied').version).toBe(2)
+    expect(expectStatus(second, 'applied').version).toBe(2)
+    expect(expectStatus(missingUpdate, 'rejected').code).toBe('P0002')
+    expect(expectStatus(missingDelete, 'rejected').code).toBe('P0002')
+
+    // Updating a tombstone: a conflict, unless based on the tombstone's version (restores it).
+    const [blind, restore] = await push(client, clientId, [
+      { seq: 6, table: 'contacts', action: 'update', id, data: { name: 'blind' }, baseVersion: null },
+      { seq: 7, table: 'contacts', action: 'update', id, data: { name: 'restored' }, baseVersion: 2 },
+    ])
+    expect(expectStatus(blind, 'conflict')).toMatchObject({ deleted: true, version: 2 })
+    expect(expectStatus(restore, 'applied')).toMatchObject({ version: 3, row: { name: 'restored' } })
+    const [row] = await stack().query('select _deleted from contacts where id = $1', [id])
+    expect(row).toEqual({ _deleted: false })
+  })
+
+  it('rejects malformed items on their own and refuses a non-array batch', async () => {
+    const client = stack().createClient(newUser())
+    const clientId = randomUUID()
+    const { data, error } = await client.rpc('sync_push', {
+      p_client_id: clientId,
+      p_mutations: [
+        { seq: 1, table: 'contacts', action: 'upsert', id: randomUUID(), baseVersion: null },
+        { table: 'contacts', action: 'create', id: randomUUID(), data: { name: 'no seq' }, baseVersion: null },
+        'not an object',
+        { seq: 4, table: 'contacts', action: 'create', id: randomUUID(), data: 'text', baseVersion: null },
+        { seq: 5, table: 'missing_table', action: 'create', id: randomUUID(), data: {}, baseVersion: null },
+        createContact(6),
+      ],
+    })
+    expect(error).toBeNull()
+    const outcomes = data as Array<{ seq: number | null; status: string; code?: string }>
+    expect(outcomes.map((o) => [o.seq, o.status, o.code])).toEqual([
+      [1, 'rejected', '22023'],
+      [null, 'rejected', '22023'],
+      [null, 'rejected', '22023'],
+      [4, 'rejected', '22023'],
+      [5, 'rejected', '42P01'],
+      [6, 'applied', undefined],
+    ])
+
+    const notArray = await client.rpc('sync_push', { p_client_id: clientId, p_mutations: { seq: 1 } })
+    expect(notArray.error?.code).toBe('22023')
+  })
+
+  it.skipIf(!onRealPostgres)(`applies a batch sent twice concurrently exactly once${onRealPostgres ? '' : ` — skipped: ${PGLITE_ONE_SESSION}`}`, async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const id = randomUUID()
+    await push(client, clientId, [createContact(1, {}, id)])
+    // Hold a lock on the row so both attempts are in flight together.
+    const blocker = new pg.Client({ connectionString: stack().databaseUrl })
+    await blocker.connect()
+    try {
+      await blocker.query('begin')
+      await blocker.query('select 1 from contacts where id = $1 for update', [id])
+      const batch: Mutation[] = [{ seq: 2, table: 'contacts', action: 'update', id, data: { phone: 'x' }, baseVersion: null }]
+      const attempts = [push(client, clientId, batch), push(client, clientId, batch)]
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      await blocker.query('commit')
+      const [a, b] = await Promise.all(attempts)
+      expect(a).toEqual(b)
+      expect(expectStatus(a![0], 'applied').version).toBe(2)
+    } finally {
+      await blocker.end()
+    }
+    const [row] = await stack().query('select _version from contacts where id = $1', [id])
+    expect(row).toEqual({ _version: '2' })
+  })
+})
