@@ -65,8 +65,9 @@ const changeSchema = z.object({
 
 const pullAnswerSchema = z.object({
   changes: z.array(changeSchema),
-  // The server's cursor is a JSON object the device stores verbatim and sends back.
-  cursor: rowSchema.nullable(),
+  // The server's cursor (a JSON object, or a string) is kept as the JSON text of that value and
+  // sent back as the very same value, whatever its form.
+  cursor: z.union([z.string(), rowSchema]).nullable(),
   hasMore: z.boolean(),
   reset: z.boolean(),
 })
@@ -115,10 +116,10 @@ export function decodePushAnswer(data: unknown, mutations: readonly Mutation[]):
 }
 
 /**
- * Parses the opaque cursor back into the JSON the pull function takes.
- * @throws SyncError `permanent` when a stored cursor is not a JSON object (it will never become one).
+ * Parses the opaque cursor back into the JSON value the pull function gave.
+ * @throws SyncError `permanent` when a stored cursor is not what a pull returned (it never will be).
  */
-export function decodeCursor(cursor: Cursor): Record<string, unknown> | null {
+export function decodeCursor(cursor: Cursor): string | Record<string, unknown> | null {
   if (cursor === null) return null
   let value: unknown
   try {
@@ -126,10 +127,10 @@ export function decodeCursor(cursor: Cursor): Record<string, unknown> | null {
   } catch (error) {
     throw new SyncError('permanent', 'pull cursor is not valid JSON; pull from the beginning (cursor null)', { code: 'INVALID_CURSOR', cause: error })
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new SyncError('permanent', 'pull cursor is not a JSON object; pull from the beginning (cursor null)', { code: 'INVALID_CURSOR' })
+  if (typeof value !== 'string' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    throw new SyncError('permanent', 'pull cursor is neither a JSON object nor a string; pull from the beginning (cursor null)', { code: 'INVALID_CURSOR' })
   }
-  return value as Record<string, unknown>
+  return value as string | Record<string, unknown>
 }
 
 /**

@@ -119,6 +119,7 @@ describe('classifyPostgresError', () => {
     ['28P01 password authentication failed', err('28P01'), { connecting: true }, 'auth'],
     ['28000 invalid authorization', err('28000'), {}, 'auth'],
     ['42501 insufficient privilege', err('42501'), {}, 'permanent'],
+    ['42501 acting as anon (as PostgREST: 401)', err('42501'), { anonymous: true }, 'auth'],
     ['23505 unique violation', err('23505'), {}, 'conflict'],
     ['42883 function does not exist', err('42883'), {}, 'permanent'],
     ['22P02 invalid text representation', err('22P02'), {}, 'permanent'],
@@ -200,6 +201,18 @@ describe('Supabase backend', () => {
     expect(requests[1]!.body).toEqual({ p_tables: ['contacts'], p_cursor: serverCursor, p_limit: 10 })
   })
 
+  it('sends a cursor the server gave as a string back as that same string', async () => {
+    const serverCursor = '{"x":"812","t":"contacts","i":"b"}'
+    const { client, requests } = scriptedClient([
+      json({ changes: [], cursor: serverCursor, hasMore: false, reset: false }),
+      json({ changes: [], cursor: serverCursor, hasMore: false, reset: false }),
+    ])
+    const backend = createSupabaseBackend({ client })
+    const first = await backend.pull({ tables: ['contacts'], cursor: null, limit: 5 })
+    await backend.pull({ tables: ['contacts'], cursor: first.cursor, limit: 5 })
+    expect(requests[1]!.body).toEqual({ p_tables: ['contacts'], p_cursor: serverCursor, p_limit: 5 })
+  })
+
   it('does no network work when there is nothing to do', async () => {
     const { client, requests } = scriptedClient([])
     const backend = createSupabaseBackend({ client })
@@ -272,7 +285,8 @@ describe('Supabase backend', () => {
       changes: [1, 2, 3].map((n) => ({ table: 't', id: `r${n}`, row: {}, version: 1, deleted: false, hlc: null })),
       cursor: {}, hasMore: true, reset: false,
     }],
-    ['pull: cursor is a string', 'pull', { changes: [], cursor: 'abc', hasMore: false, reset: false }],
+    ['pull: cursor is an array', 'pull', { changes: [], cursor: ['abc'], hasMore: false, reset: false }],
+    ['pull: cursor is a number', 'pull', { changes: [], cursor: 7, hasMore: false, reset: false }],
     ['checksum: a JSON number (loses digits)', 'checksum', [{ table: 't', count: 1, checksum: 2 ** 64 - 1 }]],
     ['checksum: a table missing', 'checksum', []],
   ]

@@ -12,15 +12,16 @@
  * | class 40 (40001 serialization failure, 40P01 deadlock): retrying succeeds | `server` |
  * | class 55 (55P03 lock not available, 55006 object in use), 58 (system I/O), XX (internal) | `server` |
  * | class 28 (invalid authorization: bad password, no such role)   | `auth`      |
- * | 42501 insufficient privilege                                   | `permanent` |
+ * | 42501 insufficient privilege, acting as `anon`                 | `auth`      |
+ * | 42501 insufficient privilege, acting as any other role         | `permanent` |
  * | 23505 unique violation                                         | `conflict`  |
  * | anything else (including a bug: an error with no code on a live connection) | `permanent` |
  *
  * Choices: class 28 is `auth` so that a rotated or misconfigured credential never dead-letters a
  * user's writes (the engine refreshes and backs off instead); 42501 is `permanent` because the
  * acting role lacks a grant that no retry or session refresh will give it (row level security
- * refusals inside `sync_push` are not affected: they come back as `rejected` outcomes). This
- * matches PostgREST for an authenticated caller, which answers 42501 with 403.
+ * refusals inside `sync_push` are not affected: they come back as `rejected` outcomes). Both match
+ * PostgREST, which answers 42501 with 401 for `anon` (sign in) and 403 for a signed-in caller.
  */
 import { SyncError } from '../../core/errors.js'
 
@@ -47,6 +48,8 @@ export interface PostgresFailureContext {
   connecting?: boolean
   /** The connection ended or reported an error while the call held it. */
   connectionLost?: boolean
+  /** The call acted as the `anon` role (no signed-in user). */
+  anonymous?: boolean
 }
 
 function codeOf(error: unknown): string | undefined {
@@ -67,7 +70,7 @@ export function classifyPostgresError(error: unknown, context: PostgresFailureCo
   if (code !== undefined && NETWORK_CODES.has(code)) return make('network', 'database unreachable')
   if (code !== undefined && isSqlState(code)) {
     if (code === '23505') return make('conflict', 'unique violation')
-    if (code === '42501') return make('permanent', 'insufficient privilege')
+    if (code === '42501') return context.anonymous ? make('auth', 'not signed in') : make('permanent', 'insufficient privilege')
     const cls = code.slice(0, 2)
     if (cls === '28') return make('auth', 'database refused the credentials')
     if (SERVER_CLASSES.has(cls)) return make('server', 'transient database failure')

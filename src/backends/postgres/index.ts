@@ -125,7 +125,7 @@ export function createPostgresBackend(options: PostgresBackendOptions): Backend 
     const user = await actingUser()
     if (signal?.aborted) throw new AbortError()
 
-    const context: PostgresFailureContext = {}
+    const context: PostgresFailureContext = { anonymous: user.role === 'anon' }
     let client: PoolClient | undefined
     let done = false
     const onConnectionLost = (): void => {
