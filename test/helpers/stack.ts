@@ -62,13 +62,37 @@ export async function pull(
   return data as PullResult
 }
 
-/** Pulls pages until `hasMore` is false; returns every change and the final cursor. */
+/**
+ * Waits until every transaction that started before now has ended. The pull watermark (the
+ * snapshot's xmin) is server-wide, so a transaction held open by another test file on the same
+ * server delays, but never loses, rows this test just committed.
+ */
+export async function settle(stack: LocalStack, timeoutMs = 15_000): Promise<void> {
+  const [{ xid }] = (await stack.query<{ xid: string }>('select pg_current_xact_id()::text as xid')) as [{ xid: string }]
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const [{ done }] = (await stack.query<{ done: boolean }>(
+      'select pg_snapshot_xmin(pg_current_snapshot()) > $1::xid8 as done',
+      [xid],
+    )) as [{ done: boolean }]
+    if (done) return
+    if (Date.now() > deadline) throw new Error(`transactions older than ${xid} still open after ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+/**
+ * Pulls pages until `hasMore` is false; returns every change and the final cursor. With `stack`,
+ * first waits for older transactions to end (see {@link settle}).
+ */
 export async function pullAll(
   client: SupabaseClient,
   tables: string[],
   cursor: Cursor,
   limit = 100,
+  stack?: LocalStack,
 ): Promise<{ changes: Change[]; cursor: Cursor; pages: number }> {
+  if (stack) await settle(stack)
   const changes: Change[] = []
   let pages = 0
   for (;;) {
