@@ -467,7 +467,7 @@ function checkInput(input: EnqueueInput): void {
     throw new TypeError(`queue: a ${input.action} needs ${input.action === 'delete' ? 'null data' : 'a data object'}`)
   }
   if (typeof input.hlc !== 'string') throw new TypeError('queue: hlc must be a string')
-  if (input.priority !== undefined && !(input.priority in RANK)) throw new TypeError(`queue: unknown priority "${String(input.priority)}"`)
+  if (input.priority !== undefined && !Object.hasOwn(RANK, input.priority)) throw new TypeError(`queue: unknown priority "${String(input.priority)}"`)
   const base = input.baseVersion
   if (base != null && !Number.isInteger(base)) throw new TypeError('queue: baseVersion must be an integer or null')
 }

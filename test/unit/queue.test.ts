@@ -87,6 +87,7 @@ describe('enqueue', () => {
     expect(() => queue.enqueue(write('create', '', { x: 1 }))).toThrow(TypeError)
     expect(() => queue.enqueue({ ...write('create', 'a', { x: 1 }), action: 'upsert' as never })).toThrow(TypeError)
     expect(() => queue.enqueue({ ...write('create', 'a', { x: 1 }), priority: 'urgent' as never })).toThrow(TypeError)
+    expect(() => queue.enqueue({ ...write('create', 'a', { x: 1 }), priority: 'constructor' as never })).toThrow(TypeError)
     expect(() => queue.enqueue({ ...write('update', 'a', { x: 1 }), baseVersion: 1.5 })).toThrow(TypeError)
     expect(queue.size).toBe(0)
   })
