@@ -253,6 +253,33 @@ describe('Supabase backend', () => {
     expect([second.kind, second.retryAfterMs]).toEqual(['rate-limit', 12_000])
   })
 
+  it('gives concurrent calls each their own Retry-After', async () => {
+    // Answers arrive in the opposite order of the requests.
+    let releaseFirst: () => void = () => {}
+    const firstHeld = new Promise<void>((resolve) => {
+      releaseFirst = resolve
+    })
+    const { client, responses } = scriptedClient(
+      [
+        async () => {
+          await firstHeld
+          return json({ message: 'slow down' }, 429, { 'retry-after': '1' })
+        },
+        async () => {
+          setTimeout(releaseFirst, 5)
+          return json({ message: 'slow down' }, 429, { 'retry-after': '9' })
+        },
+      ],
+      { recorder: true },
+    )
+    const backend = createSupabaseBackend({ client, responses })
+    const [first, second] = (await Promise.all([
+      failure(backend.push('c', [mutation(1)])),
+      failure(backend.push('c', [mutation(2)])),
+    ])) as SyncError[]
+    expect([first!.retryAfterMs, second!.retryAfterMs]).toEqual([1000, 9000])
+  })
+
   it('still classifies a 429 without a recorder, without a delay', async () => {
     const { client } = scriptedClient([json({ message: 'slow down' }, 429, { 'retry-after': '3' })])
     const error = (await failure(createSupabaseBackend({ client }).push('c', [mutation(1)]))) as SyncError
