@@ -19,21 +19,25 @@ import { SortedKeys } from './sortedKeys.js'
  *   root + 'l:' + n        key log segment n: keys added and removed by one commit
  *   root + 's:' + g + ':' + i   chunk i of key snapshot generation g
  *
- * Commit protocol (rollback journal), run by one writer at a time:
- *   1. write the journal: the current text (or absence) of every key the commit will write;
+ * Commit protocol, run by one writer at a time:
+ *   1. write the journal (skipped when the commit is a single write: single-key writes are atomic);
  *   2. write the new texts and removals;
  *   3. remove the journal.
- * A journal found at open (or before the next commit, after a failure) is rolled back: the old
- * texts are written back in reverse order, then the journal is removed. So after a crash at any
- * point either all of a commit is visible (the journal was removed) or none of it.
+ * The journal is an undo journal (the current text, or absence, of every key the commit writes)
+ * unless no write of the commit grows anything (deletes, same-size or smaller values): then it is a
+ * redo journal (the commit's own writes, for deletes just keys).
+ * - At open, a journal left by a crash is undone (written back in reverse order) or redone, then
+ *   removed. So after a crash at any point either all of a commit is visible or none of it.
+ * - When a write fails while the process lives, the commit is undone from the cache (in reverse
+ *   order) and rejected; if that fails too, it is undone before the next commit runs.
  *
  * Invariants:
  * - the backend's single-key writes are atomic (old or new text, never a mix); multi-key writes
  *   are not: a crash may leave any of them applied;
- * - the in-memory cache always equals what a reopen would load; it changes only after step 3;
- * - a rollback writes back in reverse order, so under a byte quota it only passes through states
- *   the commit already passed through: rolling back never needs more space than the store had.
- *   This is why the journal holds the old texts (undo) rather than the new ones (redo).
+ * - the cache changes only after step 3, and a commit that rejected never shows in it;
+ * - going back in reverse order only passes through states the commit already passed through,
+ *   and rolling a redo journal forward only shrinks the store: so under a byte quota no recovery
+ *   needs more room than the store had, and a full store can still delete its way out.
  *
  * Membership. `enumerate` lists the backend's keys at open (Web Storage can). `key-log` keeps the
  * namespace's own list of keys, so open costs O(namespace) and needs no `getAllKeys`: a commit that
@@ -122,8 +126,8 @@ export function createJournaledKv(options: JournaledKvOptions): JournaledKv {
   let nextSegment = 0
   let compactionQueued = false
   let compactionOff = false
-  /** A failed commit could not be rolled back: roll back before the next one. */
-  let poisoned = false
+  /** The undo writes of a failed commit whose rollback failed too: settled before the next commit. */
+  let unsettled: KvWrite[] | null = null
   let opening: Promise<void> | undefined
   let closing: Promise<void> | undefined
   const serial = createSerial()
@@ -151,7 +155,7 @@ export function createJournaledKv(options: JournaledKvOptions): JournaledKv {
   }
 
   async function load(): Promise<void> {
-    await rollBack()
+    await recover()
     let rebuild: string[] | undefined
     let keys: Iterable<string>
     if (keyLog) {
@@ -192,15 +196,15 @@ export function createJournaledKv(options: JournaledKvOptions): JournaledKv {
     return out
   }
 
-  /** Undo a commit a crash or failure left half-done. */
-  async function rollBack(): Promise<void> {
+  /** Finish (redo journal) or undo (undo journal) a commit that a crash left half-done. */
+  async function recover(): Promise<void> {
     const [text] = await backend.read([journalKey])
     if (text == null) return
-    const undo = parseJournal(text)
-    if (!undo) {
+    const journal = parseJournal(text)
+    if (!journal) {
       reportRecord('journal', text, 'the journal of an interrupted commit is unreadable', 'removed; that commit may be partly applied')
     } else {
-      await backend.write(undo.slice().reverse())
+      await backend.write(journal.undo ? journal.undo.slice().reverse() : journal.redo)
     }
     await backend.write([[journalKey, null]])
   }
@@ -320,7 +324,7 @@ export function createJournaledKv(options: JournaledKvOptions): JournaledKv {
     compactionQueued = true
     serial
       .run(async () => {
-        if (gate.closed || poisoned) return
+        if (gate.closed || unsettled) return
         await compactKeyLog()
       })
       // Compaction is housekeeping: a failure leaves a valid log (open cleans up), so stop trying
@@ -333,11 +337,17 @@ export function createJournaledKv(options: JournaledKvOptions): JournaledKv {
       })
   }
 
+  /** Put back what the cache says for keys a failed commit may have written, then drop its journal. */
+  async function settle(undo: readonly KvWrite[]): Promise<void> {
+    await backend.write(undo.slice().reverse())
+    await backend.write([[journalKey, null]])
+  }
+
   async function apply(changes: Map<string, string | null>): Promise<void> {
-    if (poisoned) {
+    if (unsettled) {
       try {
-        await rollBack()
-        poisoned = false
+        await settle(unsettled)
+        unsettled = null
       } catch (error) {
         throw toStorageError(error, `${label}: an earlier failed commit could not be rolled back yet`)
       }
@@ -364,22 +374,31 @@ export function createJournaledKv(options: JournaledKvOptions): JournaledKv {
     }
     if (writes.length === 0) return
 
-    try {
-      await backend.write([[journalKey, JSON.stringify({ v: 1, undo })]])
-    } catch (error) {
-      // A quota failure wrote nothing; anything else may have left a journal behind.
-      if (!isQuotaError(error)) poisoned = true
-      throw toStorageError(error, `${label}: commit failed`)
+    if (writes.length > 1) {
+      // Undo journal unless no write grows anything: then a redo journal (often just keys) is
+      // smaller, and rolling it forward only shrinks the store, so it fits any quota. That is what
+      // lets a full store delete its way out.
+      const grows = writes.some(([, text], i) => text !== null && text.length > ((undo[i] as KvWrite)[1]?.length ?? -1))
+      const journal = grows ? { v: 1, undo } : { v: 1, redo: writes }
+      try {
+        await backend.write([[journalKey, JSON.stringify(journal)]])
+      } catch (error) {
+        // A quota failure wrote nothing; anything else may have left a journal behind.
+        if (!isQuotaError(error)) unsettled = undo
+        throw toStorageError(error, `${label}: commit failed`)
+      }
     }
+    // A single write needs no journal: single-key writes are atomic.
     try {
       await backend.write(writes)
-      await backend.write([[journalKey, null]])
+      if (writes.length > 1) await backend.write([[journalKey, null]])
     } catch (error) {
+      // Going back in reverse passes only through states this commit already passed through, so
+      // under a quota it always fits.
       try {
-        await backend.write(undo.slice().reverse())
-        await backend.write([[journalKey, null]])
+        await settle(undo)
       } catch {
-        poisoned = true
+        unsettled = undo
       }
       throw toStorageError(error, `${label}: commit failed`)
     }
@@ -451,15 +470,15 @@ export function createJournaledKv(options: JournaledKvOptions): JournaledKv {
   }
 }
 
-function parseJournal(text: string): KvWrite[] | undefined {
+function parseJournal(text: string): { undo: KvWrite[]; redo?: never } | { redo: KvWrite[]; undo?: never } | undefined {
   try {
-    const parsed: unknown = JSON.parse(text)
-    const undo = (parsed as { undo?: unknown } | null)?.undo
-    if (!Array.isArray(undo)) return undefined
-    for (const write of undo) {
+    const parsed = JSON.parse(text) as { undo?: unknown; redo?: unknown } | null
+    const writes = parsed?.undo ?? parsed?.redo
+    if (!Array.isArray(writes)) return undefined
+    for (const write of writes) {
       if (!Array.isArray(write) || typeof write[0] !== 'string' || (typeof write[1] !== 'string' && write[1] !== null)) return undefined
     }
-    return undo as KvWrite[]
+    return parsed?.undo ? { undo: writes as KvWrite[] } : { redo: writes as KvWrite[] }
   } catch {
     return undefined
   }
