@@ -13,7 +13,7 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createHmac, randomBytes, randomUUID } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -174,6 +174,12 @@ async function start(
   cleanups: Array<() => Promise<void>>,
   cleanup: () => Promise<void>,
 ): Promise<LocalStack> {
+  // Checked before anything is created, so a missing binary fails fast.
+  try {
+    accessSync(opts.postgrestBin, constants.X_OK)
+  } catch {
+    throw new Error(`PostgREST executable not found or not executable: ${opts.postgrestBin}`)
+  }
   const jwtSecret = randomBytes(32).toString('hex')
   const migrationSql = readFileSync(opts.migrationPath, 'utf8')
   const schemaSteps = [AUTH_SCHEMA_SQL, migrationSql, ...(opts.seedDemoSchema ? [DEMO_SCHEMA_SQL] : []), ...(opts.schemaSql ? [opts.schemaSql] : [])]
@@ -233,6 +239,11 @@ async function start(
   })
 
   let stopped: Promise<void> | undefined
+  const stop = () => {
+    liveStacks.delete(stop)
+    return (stopped ??= cleanup())
+  }
+  liveStacks.add(stop)
   return {
     kind: db.kind,
     url: gateway.url,
@@ -259,7 +270,7 @@ async function start(
     query,
     reloadSchema: () => postgrest.reload(),
     postgrestLog: () => postgrest.log(),
-    stop: () => (stopped ??= cleanup()),
+    stop,
   }
 }
 
@@ -283,7 +294,8 @@ async function startPostgresDatabase(
   schemaSteps: string[],
   cleanups: Array<() => Promise<void>>,
 ): Promise<StackDatabase> {
-  const name = `sync_test_${randomBytes(6).toString('hex')}`
+  // The creation time in the name lets a later stack recognise databases left by a killed process.
+  const name = `${STACK_DB_PREFIX}${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`
   // A login role of its own, so the stack never changes the password of a shared `authenticator`.
   const loginRole = `${name}_authenticator`
   const loginPassword = randomBytes(16).toString('hex')
@@ -294,6 +306,7 @@ async function startPostgresDatabase(
     await admin.query('select pg_advisory_lock($1)', [ROLES_LOCK_KEY])
     try {
       await admin.query(rolesSql(randomBytes(16).toString('hex')))
+      await sweepAbandoned(admin)
       await admin.query(`create role "${loginRole}" login noinherit password '${loginPassword}'`)
       await admin.query(`grant anon, authenticated, service_role to "${loginRole}"`)
     } finally {
@@ -314,18 +327,51 @@ async function startPostgresDatabase(
   }
 
   const databaseUrl = withDatabase(serverUrl, name)
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
-    for (const step of schemaSteps) await client.query(step)
-  } finally {
-    await client.end()
-  }
+  // Held open for the stack's lifetime: a database of a live stack always has a connection, which
+  // is how sweepAbandoned tells it from one left behind.
+  const keeper = new pg.Client({ connectionString: databaseUrl, application_name: 'sync-orchestrator local stack' })
+  keeper.on('error', () => undefined)
+  await keeper.connect()
+  cleanups.push(() => keeper.end())
+  for (const step of schemaSteps) await keeper.query(step)
 
   const postgrestUri = new URL(databaseUrl)
   postgrestUri.username = loginRole
   postgrestUri.password = loginPassword
   return { kind: 'postgres', databaseUrl, postgrestUri: postgrestUri.toString() }
+}
+
+/** Prefix of the databases (and `<database>_authenticator` roles) stacks create. */
+const STACK_DB_PREFIX = 'sync_test_'
+/** Age after which a stack database without connections counts as abandoned. */
+const ABANDONED_AFTER_MS = 30 * 60 * 1000
+
+/**
+ * Drops databases and login roles of stacks whose process died without stopping them (SIGKILL):
+ * older than {@link ABANDONED_AFTER_MS} and with no connection left (a live stack keeps one open).
+ */
+async function sweepAbandoned(admin: pg.Client): Promise<void> {
+  const { rows } = await admin.query<{ datname: string; connections: string }>(
+    `select d.datname, (select count(*) from pg_stat_activity a where a.datname = d.datname) as connections
+       from pg_database d where d.datname like $1`,
+    [`${STACK_DB_PREFIX}%`],
+  )
+  const now = Date.now()
+  for (const { datname, connections } of rows) {
+    const created = parseInt(datname.slice(STACK_DB_PREFIX.length).split('_')[0] ?? '', 36)
+    if (!Number.isFinite(created) || now - created < ABANDONED_AFTER_MS || Number(connections) > 0) continue
+    await admin.query(`drop database if exists "${datname}"`).catch(() => undefined)
+  }
+  const roles = await admin.query<{ rolname: string }>(
+    `select rolname from pg_roles r where rolname like $1
+        and not exists (select 1 from pg_database d where d.datname || '_authenticator' = r.rolname)`,
+    [`${STACK_DB_PREFIX}%_authenticator`],
+  )
+  for (const { rolname } of roles.rows) {
+    const created = parseInt(rolname.slice(STACK_DB_PREFIX.length).split('_')[0] ?? '', 36)
+    if (!Number.isFinite(created) || now - created < ABANDONED_AFTER_MS) continue
+    await admin.query(`drop role if exists "${rolname}"`).catch(() => undefined)
+  }
 }
 
 async function withAdmin<T>(serverUrl: string, action: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -384,6 +430,8 @@ interface PostgrestProcess {
 
 /** PostgREST processes alive in this process, killed if it exits without stopping its stacks. */
 const livePostgrest = new Set<ChildProcess>()
+/** `stop()` of every stack running in this process, run on SIGINT/SIGTERM. */
+const liveStacks = new Set<() => Promise<void>>()
 const livePids = new Set<number>()
 let reaperInstalled = false
 
@@ -403,10 +451,15 @@ function installReaper(): void {
   process.on('exit', killAll)
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     const onSignal = () => {
-      killAll()
       process.off(signal, onSignal)
-      // Keep the default behaviour (exit) unless someone else handles the signal.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+      // Stop live stacks (dropping their databases) for a moment, then kill what is left and
+      // keep the default behaviour (exit) unless someone else handles the signal.
+      const stops = Promise.allSettled([...liveStacks].map((stop) => stop()))
+      const grace = new Promise((resolve) => setTimeout(resolve, 3000).unref())
+      void Promise.race([stops, grace]).then(() => {
+        killAll()
+        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+      })
     }
     process.on(signal, onSignal)
   }
@@ -423,11 +476,13 @@ async function freePort(): Promise<number> {
   })
 }
 
-// Runs PostgREST under sh: the shell reports PostgREST's pid, and kills it when stdin (a pipe
-// from this process) closes, which happens even when this process is killed outright.
+// Runs PostgREST under sh: the shell reports PostgREST's pid, exits when PostgREST exits, and a
+// watcher kills PostgREST when stdin (a pipe from this process) closes, which happens even when
+// this process is killed outright.
 const WATCHDOG = 'exec 3<&0; "$0" <&- & child=$!; echo "postgrest-pid $child"; ' +
-  'trap \'kill $child 2>/dev/null; exit 0\' TERM INT HUP; ' +
-  'while read -r _ <&3; do :; done; kill $child 2>/dev/null; wait $child'
+  'trap \'kill $child 2>/dev/null\' TERM INT HUP; ' +
+  '( while read -r _ <&3; do :; done; kill $child 2>/dev/null ) & watcher=$!; ' +
+  'wait $child; status=$?; kill $watcher 2>/dev/null; exit $status'
 
 async function startPostgrest(config: {
   bin: string
