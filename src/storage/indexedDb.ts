@@ -241,9 +241,10 @@ function request<T>(req: IDBRequest<T>): Promise<T> {
 function completion(tx: IDBTransaction): Promise<void> {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve()
-    const fail = (): void => reject(toStorageError(tx.error ?? new Error('transaction aborted'), 'indexedDB: commit failed'))
-    // A failed request aborts the transaction (nothing is written); the first settle wins.
-    tx.onerror = fail
-    tx.onabort = fail
+    const fail = (error: unknown): void => reject(toStorageError(error ?? new Error('transaction aborted'), 'indexedDB: commit failed'))
+    // A failed request aborts the transaction (nothing is written); its error, bubbled up here
+    // before the abort, says why (tx.error is only set once the abort runs). First settle wins.
+    tx.onerror = (event) => fail((event.target as IDBRequest | null)?.error ?? tx.error)
+    tx.onabort = () => fail(tx.error)
   })
 }
