@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -137,6 +137,43 @@ describe('startLocalStack', () => {
     }
     // The first stack is unaffected.
     expect(await answers(stack().postgrestUrl)).toBe(true)
+  })
+
+  it('re-applies the migration without losing rows or push records', async () => {
+    const s = stack()
+    const user = newUser()
+    const client = s.createClient(user)
+    const clientId = randomUUID()
+    const batch = [createContact(1, { name: 'kept' })]
+    const first = await push(client, clientId, batch)
+    await s.query(readFileSync(fileURLToPath(new URL('../../sql/sync_orchestrator.sql', import.meta.url)), 'utf8'))
+    await s.query(`select sync_enable_table('public.contacts')`)
+    await s.reloadSchema()
+    expect(await push(client, clientId, batch)).toEqual(first)
+    expect(await s.query('select name, _version from contacts where user_id = $1', [user])).toEqual([{ name: 'kept', _version: '1' }])
+  })
+
+  it.skipIf(onRealPostgres)('persists a PGlite database in dataDir across restarts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stack-data-'))
+    try {
+      const user = newUser()
+      const first = await startLocalStack({ dataDir: dir })
+      try {
+        await push(first.createClient(user), randomUUID(), [createContact(1, { name: 'durable' })])
+      } finally {
+        await first.stop()
+      }
+      const second = await startLocalStack({ dataDir: dir })
+      try {
+        expect(second.kind).toBe('pglite')
+        const { data } = await second.createClient(user).from('contacts').select('name')
+        expect(data).toEqual([{ name: 'durable' }])
+      } finally {
+        await second.stop()
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('explains a missing PostgREST binary, and one that fails, with its output', async () => {
