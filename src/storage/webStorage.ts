@@ -32,7 +32,9 @@ export type WebStorageAdapter = JournaledKv
  *   quota mid-commit, either all of a commit is visible or none of it.
  * - A full quota (`QuotaExceededError`, legacy codes 22 / 1014) rejects the commit with
  *   `StorageError('quota-exceeded')`; nothing already stored is lost and the store stays usable.
- *   A commit needs room for its journal (the old values of the keys it writes) on top of its data.
+ *   A commit that grows the store needs room for its journal (the old values of the keys it
+ *   writes) on top of its data; one that only deletes or shrinks values needs room for little more
+ *   than its keys, and a single-key commit needs none, so a full store can always free space.
  * - The namespace is loaded into memory once (on first use), so `get` and `scan` never touch
  *   Web Storage; a commit costs O(its ops). Values must be JSON.
  * - Values that are not valid JSON (tampered storage) are reported through `onCorrupt` and
