@@ -6,8 +6,8 @@ import type { SyncError } from './errors.js'
 
 /**
  * How a delay is drawn below the exponential ceiling `c`:
- * - `full`: uniform in [0, c) — spreads a crowd of clients the most (the usual choice);
- * - `equal`: uniform in [c/2, c) — keeps a floor, so a retry is never almost immediate;
+ * - `full`: uniform in [0, c] — spreads a crowd of clients the most (the usual choice);
+ * - `equal`: uniform in [c/2, c] — keeps a floor, so a retry is never almost immediate;
  * - `none`: exactly `c` (deterministic; for tests and tools).
  */
 export type Jitter = 'full' | 'equal' | 'none'
