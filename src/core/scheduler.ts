@@ -12,7 +12,7 @@
  *   state: timers       ▼ │ notifyAuthChange()    │ auth failure, no session to be had
  *   cleared, run   offline / unauthenticated ◄────┘
  *   aborted        (no timers armed at all)
- * ```
+ *
  *   from             on                                          to
  *   idle             a timer: interval or a debounced trigger    syncing
  *   syncing          ok; or conflict / permanent (give up)       idle
@@ -24,6 +24,7 @@
  *   idle / backoff   OS offline / signed out                     offline / unauthenticated
  *   offline          OS online                                   idle, a run after debounceMs
  *   unauthenticated  notifyAuthChange() with a session           idle, a run after debounceMs
+ * ```
  *
  * Invariants:
  * 1. Runs never overlap: `running` holds the only run. A trigger during a run only records `pending`,
@@ -36,6 +37,19 @@
  * 5. Every `requestSync` promise settles exactly once: with the result of the run that covered it,
  *    or as skipped when stopped, offline or signed out. None rejects.
  * 6. `runSync` failures (returned or thrown) become state and log lines, never exceptions.
+ *
+ * Failures (see `decideRetry` in `retry.ts`): a network or server failure starts a jittered,
+ * capped exponential backoff that only a success resets (a retry never comes sooner than
+ * `debounceMs`, whatever the jitter draws). A network failure counts as evidence of
+ * being offline even while the platform says online: writes and the periodic pull wait for the
+ * retry, which is the probe. New evidence cuts the wait short — the platform reporting a reconnect,
+ * the app returning to the foreground, a sign-in, an explicit `requestSync()` — but nothing cuts a
+ * rate limit short: no run starts before `max(Retry-After, backoff)`. On `auth` the session is
+ * refreshed through `refreshAuth` and the run retried at once; if it fails with `auth` again the
+ * scheduler backs off; if no session can be had it waits, with no timer, for `notifyAuthChange()`.
+ * `conflict` and `permanent` are not retried: the run has dealt with those items, pulls go on.
+ * A `runSync` that throws or returns something malformed is logged and treated as a server failure,
+ * so a bug cannot stop background sync nor make it spin.
  *
  * Battery rule: below `lowBatteryThreshold` and not charging, periodic pulls slow to
  * `intervals.lowBatteryMs` and background runs pass `highPriorityOnly: true`, so only high-priority
