@@ -56,7 +56,7 @@ interface ManualTimer {
   readonly callback: () => void
 }
 
-/** Runs `callback` after the host's pending microtasks: one macrotask turn. */
+/** Resolves once the host has run its pending microtasks: one macrotask turn. */
 function macrotask(): Promise<void> {
   const host = globalThis as { setImmediate?: (callback: () => void) => unknown }
   return new Promise((resolve) => {
