@@ -1,0 +1,137 @@
+/**
+ * The engine end to end: local write latency as the queue grows (memory and file storage), time
+ * from going online to fully synced for a 10,000-change offline backlog through the real stack
+ * (against the bulk-RPC push limit measured in the same run), and the longest event-loop stall
+ * during a 10,000-change push and a 10,000-change pull. Prints figures and one JSON line each;
+ * never passes or fails on time.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { randomUUID } from 'node:crypto'
+import { createSyncOrchestrator } from '../src/core/orchestrator.js'
+import { createSupabaseBackend } from '../src/backends/supabase/index.js'
+import { createMemoryStorage } from '../src/storage/memory.js'
+import { createFileStorage } from '../src/storage/file.js'
+import { createManualEnvironment } from '../src/env/manual.js'
+import { startLocalStack, type LocalStack } from '../src/testing/index.js'
+import type { Backend } from '../src/core/protocol.js'
+import type { Storage } from '../src/core/storage.js'
+
+const report = (text: string, figure: Record<string, unknown>): void => {
+  console.log(text)
+  console.log(JSON.stringify(figure))
+}
+const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!
+const r3 = (x: number): number => Number(x.toFixed(3))
+
+/** A backend that never answers, so queued writes stay queued while latency is measured. */
+const idleBackend: Backend = {
+  push: () => new Promise(() => {}),
+  pull: () => new Promise(() => {}),
+  checksum: async () => [],
+}
+
+async function writeLatency(kind: 'memory' | 'file', queued: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'so-bench-'))
+  const storage: Storage = kind === 'memory' ? createMemoryStorage() : createFileStorage({ path: join(dir, 'db.log') })
+  const env = createManualEnvironment({ now: Date.now(), online: false })
+  const sync = createSyncOrchestrator({ storage, backend: idleBackend, environment: env, collections: { contacts: {} } })
+  const contacts = sync.collection('contacts')
+  await sync.ready
+  for (let i = 0; i < queued; i++) await contacts.insert({ name: `q${i}` })
+  const samples: number[] = []
+  for (let i = 0; i < 3000; i++) {
+    const t = performance.now()
+    await contacts.insert({ name: `w${i}`, phone: '1' })
+    samples.push(performance.now() - t)
+  }
+  const measured = samples.slice(500)
+  report(`local write, ${kind} storage, ${queued} queued: p50 ${r3(pct(measured, 50))} ms, p99 ${r3(pct(measured, 99))} ms`, {
+    bench: 'local-write', storage: kind, queued, p50Ms: r3(pct(measured, 50)), p99Ms: r3(pct(measured, 99)),
+  })
+  await sync.close()
+  rmSync(dir, { recursive: true, force: true })
+}
+
+async function bulkLimit(stack: LocalStack, rows: number): Promise<number> {
+  const user = randomUUID()
+  await stack.query(`create or replace function public.bench_bulk_insert(p jsonb) returns int language sql as $$
+    with ins as (insert into public.contacts (id, name) select (e->>'id')::uuid, e->>'name' from jsonb_array_elements(p) e returning 1)
+    select count(*)::int from ins $$`)
+  await stack.query('grant execute on function public.bench_bulk_insert(jsonb) to authenticated')
+  await stack.reloadSchema()
+  const client = stack.createClient(user)
+  // The schema cache reloads in the background: wait until PostgREST knows the function.
+  for (let i = 0; i < 50; i++) {
+    const { error } = await client.rpc('bench_bulk_insert', { p: [] })
+    if (!error) break
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  const payload = Array.from({ length: rows }, (_, i) => ({ id: randomUUID(), name: `b${i}` }))
+  const t = performance.now()
+  const { error } = await client.rpc('bench_bulk_insert', { p: payload })
+  if (error) throw new Error(`bulk insert failed: ${error.message}`)
+  return rows / ((performance.now() - t) / 1000)
+}
+
+async function backlogAndStalls(stack: LocalStack): Promise<void> {
+  const N = 10_000
+  const limit = await bulkLimit(stack, N)
+  const user = randomUUID()
+  const make = () => {
+    const env = createManualEnvironment({ now: Date.now(), online: false })
+    const sync = createSyncOrchestrator({
+      storage: createMemoryStorage(),
+      backend: createSupabaseBackend({ client: stack.createClient(user) }),
+      environment: env,
+      collections: { contacts: {} },
+      batchSize: 500,
+    })
+    return { sync, env, contacts: sync.collection('contacts') }
+  }
+  const a = make()
+  await a.sync.ready
+  for (let i = 0; i < N; i++) await a.contacts.insert({ name: `c${i}` })
+  a.env.setOnline(true)
+  const h = monitorEventLoopDelay({ resolution: 1 })
+  h.enable()
+  const t = performance.now()
+  const result = await a.sync.forceSyncAll()
+  const seconds = (performance.now() - t) / 1000
+  h.disable()
+  if (!result.ok) throw new Error(`backlog sync failed: ${result.message}`)
+  const rate = N / seconds
+  report(`offline backlog of ${N}: synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}`, {
+    bench: 'offline-backlog', changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit),
+  })
+  report(`longest event-loop stall during a ${N}-change push: ${r3(h.max / 1e6)} ms (p99 ${r3(h.percentile(99) / 1e6)} ms)`, {
+    bench: 'event-loop-stall', phase: 'push', changes: N, maxMs: r3(h.max / 1e6), p99Ms: r3(h.percentile(99) / 1e6),
+  })
+  const b = make()
+  await b.sync.ready
+  b.env.setOnline(true)
+  const h2 = monitorEventLoopDelay({ resolution: 1 })
+  h2.enable()
+  const t2 = performance.now()
+  const pulled = await b.sync.forceSyncAll()
+  const s2 = (performance.now() - t2) / 1000
+  h2.disable()
+  if (!pulled.ok) throw new Error(`pull failed: ${pulled.message}`)
+  report(`pull of ${b.contacts.list().length} changes into a fresh device: ${r3(s2)} s; longest event-loop stall ${r3(h2.max / 1e6)} ms (p99 ${r3(h2.percentile(99) / 1e6)} ms)`, {
+    bench: 'event-loop-stall', phase: 'pull', changes: b.contacts.list().length, seconds: r3(s2), maxMs: r3(h2.max / 1e6), p99Ms: r3(h2.percentile(99) / 1e6),
+  })
+  await a.sync.close()
+  await b.sync.close()
+}
+
+export default async function engineBench(): Promise<void> {
+  for (const kind of ['memory', 'file'] as const) for (const queued of [0, 10_000, 100_000]) await writeLatency(kind, queued)
+  const stack = await startLocalStack()
+  try {
+    await backlogAndStalls(stack)
+  } finally {
+    await stack.stop()
+  }
+}
