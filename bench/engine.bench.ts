@@ -87,7 +87,6 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
       backend: createSupabaseBackend({ client: stack.createClient(user) }),
       environment: env,
       collections: { contacts: {} },
-      batchSize: 500,
     })
     return { sync, env, contacts: sync.collection('contacts') }
   }

@@ -529,7 +529,17 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
 
   async function applyOutcomes(batch: QueueItem[], outcomes: MutationOutcome[]): Promise<void> {
     const counts = { applied: 0, conflicts: 0, rejected: 0 }
+    // Listeners hear once per collection per batch, not once per record.
+    const touched = new Map<string, string[]>()
+    const touch = (name: string, ...ids: string[]): void => {
+      const list = touched.get(name)
+      if (list) list.push(...ids)
+      else touched.set(name, ids)
+    }
     await transact((tx) => {
+      tx.afterCommit(() => {
+        for (const [name, ids] of touched) notifyCollection(name, ids, 'remote')
+      })
       for (let i = 0; i < batch.length; i++) {
         const item = batch[i]!
         const outcome = outcomes[i]!
@@ -554,7 +564,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
               tx.add(queue.remap(c.table, key, remoteId))
               tx.add(table.alias(key, remoteId))
               if (rec) tx.add(table.remove(key))
-              tx.afterCommit(() => notifyCollection(c.name, [key, remoteId], 'remote'))
+              touch(c.name, key, remoteId)
             }
           }
           if (!rec) continue
@@ -566,7 +576,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
           const done = remaining.length === 0 && rec.state !== 'conflict'
           const data = done && outcome.row ? withLocalOnly(outcome.row, rec.data, c.localOnly) : storedKey !== key ? { ...rec.data, [c.primaryKey]: outcome.row![c.primaryKey] } : rec.data
           tx.add(table.put(storedKey, { data, base: serverRow, version: outcome.version, deleted: rec.deleted, hlc: rec.hlc, state: done ? 'synced' : rec.state === 'failed' ? 'failed' : rec.state }))
-          tx.afterCommit(() => notifyCollection(c.name, [storedKey], 'remote'))
+          touch(c.name, storedKey)
         } else if (outcome.status === 'conflict') {
           counts.conflicts++
           if (!rec) {
@@ -574,15 +584,13 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
             continue
           }
           resolveRecord(tx, c, key, rec, { row: outcome.row, version: outcome.version, deleted: outcome.deleted, hlc: outcome.hlc }, [item.seq])
-          tx.afterCommit(() => notifyCollection(c.name, [key], 'remote'))
+          touch(c.name, key)
         } else {
           counts.rejected++
           tx.add(queue.fail(item.seq, { kind: 'permanent', code: outcome.code, message: outcome.message }))
           if (rec) tx.add(table.put(key, { ...rec, state: 'failed' }))
-          tx.afterCommit(() => {
-            emit({ type: 'failed', collection: c.name, id: key, code: outcome.code, message: outcome.message })
-            notifyCollection(c.name, [key], 'remote')
-          })
+          touch(c.name, key)
+          tx.afterCommit(() => emit({ type: 'failed', collection: c.name, id: key, code: outcome.code, message: outcome.message }))
           logger.warn('mutation rejected by the server', { table: c.table, id: key, code: outcome.code, message: outcome.message })
         }
       }
