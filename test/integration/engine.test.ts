@@ -57,6 +57,7 @@ describe('engine through the real stack', () => {
     expect(await b.sync.forceSyncAll()).toMatchObject({ ok: true })
     await settle(stack())
     await a.sync.forceSyncAll()
+    await b.sync.forceSyncAll()
     expect(a.contacts.get(y.id)?.name).toBe('Grace')
     expect(b.contacts.get(x.id)).toMatchObject({ name: 'Ada', tags: ['math'] })
     expect(b.contacts.get(x.id)).not.toHaveProperty('localNotes')
@@ -76,6 +77,9 @@ describe('engine through the real stack', () => {
     await stack().query('insert into public.contacts (id, user_id, name) values (gen_random_uuid(), $1, $2)', [user, 'From SQL'])
     await settle(stack())
     expect((await a.sync.getMetrics()).dataInSync).toBe(false)
+    await a.sync.forceSyncAll()
+    await b.sync.forceSyncAll()
+    await settle(stack())
     await a.sync.forceSyncAll()
     await b.sync.forceSyncAll()
     for (const d of [a, b]) {
