@@ -97,7 +97,9 @@ function resolveOptions(options: SyncOrchestratorOptions): Resolved {
       idMode: c.idMode ?? DEFAULTS.collection.idMode,
       priority: c.priority ?? DEFAULTS.collection.priority,
       conflict: (c.conflict as ConflictStrategy | undefined) ?? DEFAULTS.collection.conflict,
-      localOnly: c.localOnly ?? [],
+      // A `{ merge }` strategy's own local-only fields are local-only for the whole collection:
+      // they must never be sent, not just be ignored when merging.
+      localOnly: [...new Set([...(c.localOnly ?? []), ...mergeLocalOnly(c.conflict)])],
     })
   }
   return {
@@ -1017,6 +1019,13 @@ export interface RepairReport {
   quarantined: Array<{ key: string; problem: string }>
   /** Records re-queued because they were not in sync and had nothing queued. */
   requeued: number
+}
+
+/** The `localOnly` list of a `{ merge: { localOnly } }` strategy (none for other strategies). */
+function mergeLocalOnly(strategy: unknown): readonly string[] {
+  if (strategy === null || typeof strategy !== 'object') return []
+  const list = (strategy as { merge?: { localOnly?: unknown } }).merge?.localOnly
+  return Array.isArray(list) ? list.filter((f): f is string => typeof f === 'string') : []
 }
 
 function omit(row: Row, key: string): Row {
