@@ -230,6 +230,15 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     }
     const invalidItems = await queue.load()
     for (const item of invalidItems) damaged.push(item)
+    // scan() skips values an adapter cannot decode; an adapter that can list its damage tells us,
+    // so those entries are reported and quarantined too instead of vanishing from view.
+    const inspect = (storage as Storage & { corruption?: () => Promise<Array<{ kind: string; key?: string; found?: string; reason?: string }>> }).corruption
+    if (typeof inspect === 'function') {
+      for (const found of await inspect.call(storage)) {
+        if (found.kind === 'entry' && typeof found.key === 'string') damaged.push({ key: found.key, value: found.found ?? null, problem: found.reason ?? 'unreadable value' })
+        else logger.warn('local storage reported damage it has already dealt with', { damage: found })
+      }
+    }
     const [storedClientId, storedCursor, storedResync] = await storage.getMany([META_CLIENT_ID, META_CURSOR, META_RESYNC])
     if (!clientId) clientId = typeof storedClientId === 'string' ? storedClientId : ''
     if (!clientId) {
