@@ -579,6 +579,14 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
             }
           }
           if (!rec) continue
+          // A write re-sent after its answer was lost is answered with the version it produced
+          // then; the record may already hold a later one, pulled meanwhile: keep that one.
+          if (rec.version !== null && outcome.version < rec.version) {
+            if (remaining.length === 0 && rec.deleted) tx.add(table.remove(key))
+            else if (remaining.length === 0 && rec.state === 'pending') tx.add(table.put(key, { ...rec, state: 'synced' }))
+            touch(c.name, key)
+            continue
+          }
           if (item.action === 'delete' && remaining.length === 0) {
             tx.add(table.remove(storedKey))
             continue
@@ -999,6 +1007,10 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     repairSync,
     optimizeSync,
     getFailed: () => queue.failed(),
+    notifyAuthChange: () => {
+      scheduler.notifyAuthChange()
+      refreshStatus()
+    },
     retryFailed: async (ids?: readonly string[]) => {
       await transact((tx) => tx.add(queue.retryFailed(ids)))
       refreshStatus()

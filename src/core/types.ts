@@ -7,6 +7,7 @@ import type { Storage } from './storage.js'
 import type { Environment, Unsubscribe } from './env.js'
 import type { Logger } from './logger.js'
 import type { SyncErrorKind } from './errors.js'
+import type { FailedItem } from './queueItem.js'
 
 /** Queue priority; high goes first across records and is the only work allowed on low battery. */
 export type Priority = 'high' | 'normal' | 'low'
@@ -173,6 +174,14 @@ export interface SyncOrchestrator {
   getMetrics(): Promise<SyncMetrics>
   getConflicts(): PendingConflict[]
   resolveConflicts(choices: readonly ConflictChoice[]): Promise<void>
+  /** Changes the server rejected for good (dead-letter queue), with SQLSTATE and message. */
+  getFailed(): FailedItem[]
+  /** Move failed changes (all, or these ids) back to the queue, with new sequence numbers. */
+  retryFailed(ids?: readonly string[]): Promise<void>
+  /** Drop failed changes (all, or these ids). */
+  discardFailed(ids?: readonly string[]): Promise<void>
+  /** Tell the engine the session changed (sign-in, sign-out, token refreshed elsewhere). */
+  notifyAuthChange(): void
   repairSync(): Promise<unknown>
   optimizeSync(): Promise<unknown>
   subscribe(listener: (event: SyncEvent) => void): Unsubscribe
