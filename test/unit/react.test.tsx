@@ -105,6 +105,10 @@ function createFakeOrchestrator(options: { loaded?: Record<string, Row[]> } = {}
       conflicts = conflicts.filter((c) => !ids.has(c.id))
       setStatus({ conflicts: conflicts.length })
     },
+    getFailed: () => [],
+    retryFailed: async () => undefined,
+    discardFailed: async () => undefined,
+    notifyAuthChange: () => undefined,
     repairSync: async () => undefined,
     optimizeSync: async () => undefined,
     subscribe: (listener) => {
