@@ -16,7 +16,7 @@ import type { CustomResolver } from '../../src/core/conflict.js'
 import type { Storage } from '../../src/core/storage.js'
 import type { CollectionConfig, SyncEvent } from '../../src/core/types.js'
 import type { Row } from '../../src/core/protocol.js'
-import { newUser, settle, useStack } from '../helpers/stack.js'
+import { newUser, responseLosingFetch, settle, useStack } from '../helpers/stack.js'
 
 const stack = useStack()
 
@@ -52,6 +52,7 @@ interface DeviceOptions {
   storage?: Storage
   skewMs?: number
   clientId?: string
+  fetch?: typeof fetch
 }
 
 function device(world: World, user: string, conflict: unknown, options: DeviceOptions = {}) {
@@ -60,7 +61,7 @@ function device(world: World, user: string, conflict: unknown, options: DeviceOp
   // Timers stay with the manual environment (never advanced here, so no background runs); only
   // the wall clock the engine stamps with follows the world.
   const env: ManualEnvironment = { ...manual, now: () => world.t + skew }
-  const client = stack().createClient(user)
+  const client = stack().createClient(user, options.fetch ? { fetch: options.fetch } : {})
   const events: SyncEvent[] = []
   const isMerge = typeof conflict === 'object'
   const config: CollectionConfig = isMerge ? { conflict } : { conflict, localOnly: ['localNotes'] }
@@ -235,6 +236,74 @@ describe('conflict strategies through the real stack (docs/conflicts.md)', () =>
     if (live) expect(live.localNotes).toBe('B')
     const aLive = a.contacts.get(id)
     if (aLive && row.case !== 'update/delete') expect(aLive.localNotes).toBe('A')
+    await Promise.all([a.sync.close(), b.sync.close()])
+  }, 60_000)
+})
+
+// ── clock skew ───────────────────────────────────────────────────────────────
+const HOUR = 3_600_000
+
+/** Polls (host time) until `done` holds; the engine's network work is real I/O. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 15_000
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+describe('newest-wins with a skewed device clock', () => {
+  // A write made after seeing another can only meet it in a conflict when the other device still
+  // holds its own write as unacknowledged: A's push lands but its answer is lost, then a low-battery
+  // background run pulls (without pushing) B's later write on top of it.
+  it.each([
+    { skewed: 'A', skewMs: HOUR },
+    { skewed: 'A', skewMs: -HOUR },
+    { skewed: 'B', skewMs: HOUR },
+    { skewed: 'B', skewMs: -HOUR },
+  ])('device $skewed off by $skewMs ms: the write made after seeing the other wins', async ({ skewed, skewMs }) => {
+    const world: World = { t: Date.now() }
+    const user = newUser()
+    const lossy = responseLosingFetch()
+    const a = device(world, user, 'newest-wins', { fetch: lossy.fetch, skewMs: skewed === 'A' ? skewMs : 0 })
+    const b = device(world, user, 'newest-wins', { skewMs: skewed === 'B' ? skewMs : 0 })
+    await Promise.all([a.sync.ready, b.sync.ready])
+    const id = randomUUID()
+    await a.contacts.insert({ id, ...BASE })
+    await sync(a)
+    await settle(stack())
+    await sync(b)
+
+    world.t += 1000
+    await a.contacts.update(id, { name: 'first (A)' })
+    lossy.loseNext()
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: false })
+    expect(lossy.lost()).toBe(1)
+    await settle(stack())
+    await sync(b)
+    expect(b.contacts.get(id)?.name).toBe('first (A)')
+    world.t += 1000
+    await b.contacts.update(id, { name: 'second (B)' })
+    await sync(b)
+    await settle(stack())
+
+    // A pulls B's write while its own is still unacknowledged: a newest-wins conflict.
+    a.env.setBattery({ level: 0.05, charging: false })
+    const seen = a.events.length
+    await a.env.advance(900_000)
+    await until(() => a.events.slice(seen).some((e) => e.type === 'pulled'), 'the low-battery pull')
+    expect(a.events.slice(seen)).toContainEqual(expect.objectContaining({ type: 'conflict', id }))
+    expect(a.contacts.get(id)?.name).toBe('second (B)')
+
+    a.env.setBattery({ level: 1, charging: true })
+    await sync(a)
+    await settle(stack())
+    await sync(a)
+    await sync(b)
+    expect((await serverRow(id))?.name).toBe('second (B)')
+    expect(a.contacts.get(id)?.name).toBe('second (B)')
+    expect(b.contacts.get(id)?.name).toBe('second (B)')
+    for (const d of [a, b]) expect(d.sync.getSyncStatus()).toMatchObject({ queueLength: 0, failed: 0, conflicts: 0 })
     await Promise.all([a.sync.close(), b.sync.close()])
   }, 60_000)
 })
