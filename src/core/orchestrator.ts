@@ -851,7 +851,8 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         const queued = queue.pendingFor(c.table, entry.recordId).filter((i) => !i.sent)
         if (queued.length) tx.add(queue.ack(queued.map((i) => i.seq)))
         const remoteRow = entry.remoteDeleted || entry.remote === null ? null : stripLocalOnly(entry.remote, c.localOnly)
-        const chosen: Row | null = choice.choice === 'remote' ? (remoteRow ? withLocalOnly(remoteRow, rec.data, c.localOnly) : null) : choice.choice === 'local' ? (rec.deleted ? null : rec.data) : { ...choice.value, [c.primaryKey]: rec.data[c.primaryKey] }
+        // A merged value keeps the device's local-only fields unless it sets them itself.
+        const chosen: Row | null = choice.choice === 'remote' ? (remoteRow ? withLocalOnly(remoteRow, rec.data, c.localOnly) : null) : choice.choice === 'local' ? (rec.deleted ? null : rec.data) : { ...withLocalOnly(choice.value, rec.data, c.localOnly), ...choice.value, [c.primaryKey]: rec.data[c.primaryKey] }
         const hlc = clock.tick()
         const base = remoteRow
         if (choice.choice === 'remote') {
