@@ -307,3 +307,64 @@ describe('newest-wins with a skewed device clock', () => {
     await Promise.all([a.sync.close(), b.sync.close()])
   }, 60_000)
 })
+
+describe('ask-user end to end', () => {
+  it('the inbox survives a restart, and the merged resolution reaches the other device', async () => {
+    const world: World = { t: Date.now() }
+    const user = newUser()
+    const storage = createMemoryStorage()
+    const a = device(world, user, 'ask-user')
+    let b = device(world, user, 'ask-user', { storage })
+    await Promise.all([a.sync.ready, b.sync.ready])
+    const id = randomUUID()
+    await a.contacts.insert({ id, ...BASE })
+    await sync(a)
+    await settle(stack())
+    await sync(b)
+    await b.contacts.update(id, { localNotes: 'B' })
+    world.t += 1000
+    await a.contacts.update(id, A_EDIT)
+    world.t += 1000
+    await b.contacts.update(id, B_EDIT)
+    await sync(a)
+    await sync(b)
+    expect(b.contacts.syncState(id)).toBe('conflict')
+    const [parked] = b.sync.getConflicts()
+    expect(parked).toMatchObject({ collection: 'contacts', recordId: id })
+    expect(shape(parked!.local)).toEqual(B_ROW)
+    expect(shape(parked!.remote)).toEqual(A_ROW)
+    expect(shape(parked!.base)).toEqual(BASE)
+
+    // A restart: the old instance is abandoned; a new one loads the same storage.
+    await b.sync.stopSync()
+    b = device(world, user, 'ask-user', { storage })
+    await b.sync.ready
+    expect(b.sync.getConflicts()).toEqual([parked])
+    expect(b.contacts.syncState(id)).toBe('conflict')
+    expect(shape(b.contacts.get(id))).toEqual(B_ROW)
+    // Held records are not pushed while waiting for a person.
+    await sync(b)
+    expect((await serverRow(id))).toEqual(A_ROW)
+
+    const merged: Fields = { ...BASE, phone: 'pA', email: 'eB', address: 'chosen', tags: ['t0', 'a', 'b'] }
+    await b.sync.resolveConflicts([{ id: parked!.id, choice: 'merged', value: { ...merged } }])
+    expect(b.sync.getConflicts()).toEqual([])
+    await sync(b)
+    await settle(stack())
+    await sync(a)
+    expect(await serverRow(id)).toEqual(merged)
+    expect(shape(a.contacts.get(id))).toEqual(merged)
+    expect(shape(b.contacts.get(id))).toEqual(merged)
+    expect(b.contacts.get(id)?.localNotes).toBe('B')
+    for (const d of [a, b]) {
+      expect(d.contacts.syncState(id)).toBe('synced')
+      expect(d.sync.getSyncStatus()).toMatchObject({ queueLength: 0, failed: 0, conflicts: 0 })
+    }
+    // A second restart finds the inbox empty.
+    await b.sync.stopSync()
+    b = device(world, user, 'ask-user', { storage })
+    await b.sync.ready
+    expect(b.sync.getConflicts()).toEqual([])
+    await Promise.all([a.sync.close(), b.sync.close()])
+  }, 60_000)
+})
