@@ -95,7 +95,7 @@ async function serverRow(id: string): Promise<Fields | null> {
     [id],
   )
   const row = rows[0]
-  return row && !row._deleted ? shape(row) : null
+  return row && !row._deleted ? shape(row as unknown as Row) : null
 }
 
 async function sync(d: Device): Promise<void> {
