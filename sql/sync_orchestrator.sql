@@ -124,29 +124,52 @@ $$;
 
 -- BEFORE INSERT OR UPDATE: every write, from the engine or from plain SQL, moves the row to the
 -- writing transaction's id (the pull watermark), bumps the version and stamps the clock.
+-- The clock rules of hlc_acceptable and hlc_next are spelled out inline: this runs for every row
+-- written, and a call to a function with its own search_path costs more than the whole stamp.
 create or replace function sync.stamp_row() returns trigger
   language plpgsql
   set search_path = ''
 as $$
+declare
+  v_now bigint := pg_catalog.floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint;
+  -- hlc_acceptable(new._hlc): well formed and at most a day ahead of the server clock.
+  v_ok boolean := new._hlc is not null
+                  and new._hlc collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]{1,128}$'
+                  and pg_catalog.left(new._hlc, 15)::bigint <= v_now + 86400000;
+  v_prev text;
+  v_wall bigint;
+  v_counter int;
 begin
   new._xid := pg_catalog.pg_current_xact_id();
   new.updated_at := pg_catalog.now();
   if tg_op = 'INSERT' then
     new._version := 1;
     new._deleted := coalesce(new._deleted, false);
-    if not sync.hlc_acceptable(new._hlc) then
-      new._hlc := sync.hlc_next(null);
+    if not v_ok then
+      new._hlc := pg_catalog.lpad(v_now::text, 15, '0') || ':00000:server';   -- hlc_next(null)
     end if;
-  else
-    new._version := old._version + 1;
-    -- Keep the writer's stamp only when it moves the clock forward; otherwise stamp past both.
-    if not (sync.hlc_acceptable(new._hlc)
-            and (old._hlc is null or new._hlc collate "C" > old._hlc collate "C")) then
-      new._hlc := sync.hlc_next(
-        case when sync.hlc_acceptable(new._hlc) and new._hlc collate "C" > old._hlc collate "C"
-             then new._hlc else old._hlc end);
+    return new;
+  end if;
+
+  new._version := old._version + 1;
+  -- Keep the writer's stamp only when it moves the clock forward; otherwise stamp past both.
+  if v_ok and (old._hlc is null or new._hlc collate "C" > old._hlc collate "C") then
+    return new;
+  end if;
+  -- Here the writer's stamp is invalid or not past the old one: hlc_next(old._hlc).
+  v_prev := old._hlc;
+  v_wall := v_now;
+  v_counter := 0;
+  if v_prev is not null and v_prev collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]{1,128}$'
+     and pg_catalog.left(v_prev, 15)::bigint >= v_now then
+    v_wall := pg_catalog.left(v_prev, 15)::bigint;
+    v_counter := pg_catalog.substr(v_prev, 17, 5)::int + 1;
+    if v_counter > 99999 then
+      v_wall := v_wall + 1;
+      v_counter := 0;
     end if;
   end if;
+  new._hlc := pg_catalog.lpad(v_wall::text, 15, '0') || ':' || pg_catalog.lpad(v_counter::text, 5, '0') || ':server';
   return new;
 end
 $$;
