@@ -64,9 +64,10 @@ comment on table sync.idempotency is 'Stored outcome of every pushed mutation, k
 
 alter table sync.idempotency enable row level security;
 drop policy if exists idempotency_own on sync.idempotency;
+-- `(select auth.uid())` is evaluated once per statement, not once per row.
 create policy idempotency_own on sync.idempotency
-  using (user_id is not distinct from auth.uid())
-  with check (user_id is not distinct from auth.uid());
+  using (user_id is not distinct from (select auth.uid()))
+  with check (user_id is not distinct from (select auth.uid()));
 
 -- ---------------------------------------------------------------------------------------------
 -- Hybrid logical clock, same text format as the devices' (`hlc.ts`):
@@ -442,30 +443,180 @@ begin
 end
 $$;
 
+-- Applies a run of consecutive mutations of one table, one action and one set of data keys, with
+-- distinct ids, as set-based statements; returns their outcomes (with seq), in order. It gives
+-- each mutation the outcome apply_mutation would give it, or raises: the caller then rolls the run
+-- back and applies its mutations one by one. p_keys: the data keys without sync columns; p_data: a
+-- JSON array of the data objects; p_stamps: each writer stamp if acceptable, else null. Creates
+-- of tables with server-assigned keys are not handled here (the new rows cannot be matched back to
+-- their mutations by key).
+create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
+                                          p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[])
+  returns jsonb[]
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  v_rel text := pg_catalog.format('%I.%I', p_info.table_schema, p_info.table_name);
+  v_data jsonb := p_data;
+  v_cols text[] := array(select k from pg_catalog.unnest(p_keys) k where k <> p_info.pk_column);
+  v_key text;
+  v_out jsonb[];
+  v_complete boolean;
+  v_current jsonb[];
+  -- Outcome builders over a row as to_jsonb gives it (the same as apply_mutation's).
+  c_applied constant text := $f$pg_catalog.jsonb_build_object('seq', s."sync.seq", 'status', 'applied',
+      'row', %1$s operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[],
+      'version', %1$s -> '_version', 'hlc', %1$s -> '_hlc')$f$;
+  c_conflict constant text := $f$pg_catalog.jsonb_build_object('seq', s."sync.seq", 'status', 'conflict',
+      'row', %1$s operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[],
+      'version', %1$s -> '_version', 'deleted', %1$s -> '_deleted', 'hlc', %1$s -> '_hlc')$f$;
+  -- The mutations, zipped with their data as records of the table. The aliased columns' names
+  -- cannot clash silently with the table's: a clash makes the statement fail (and the run go one by
+  -- one).
+  c_rows constant text := $f$rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
+      pg_catalog.unnest($3::text[]), pg_catalog.jsonb_populate_recordset(null::%1$s, $4))
+      with ordinality as s("sync.seq", "sync.id", "sync.hlc")$f$;
+begin
+  -- The key of each mutation's row. A cast is what jsonb_populate_record does for these types; for
+  -- others (e.g. varchar(n), where a cast truncates) the id goes through the data. The key is
+  -- computed before the row lookup: a cast is not leakproof, so with row level security a lookup
+  -- by `pk = cast(...)` could not use the key's index.
+  if p_info.pk_type in ('uuid', 'text', 'bigint', 'integer', 'smallint') then
+    v_key := pg_catalog.format('cast(s."sync.id" as %s)', p_info.pk_type);
+  else
+    v_key := pg_catalog.format('s.%I', p_info.pk_column);
+    select pg_catalog.jsonb_agg(x.d || pg_catalog.jsonb_build_object(p_info.pk_column, x.id) order by x.n) into v_data
+      from rows from (pg_catalog.jsonb_array_elements(p_data), pg_catalog.unnest(p_ids)) with ordinality x(d, id, n);
+  end if;
+
+  if p_action = 'create' then
+    if p_info.server_ids then
+      raise exception 'apply_run: creates with server-assigned keys are applied one by one';
+    end if;
+    -- A visible row with the id is a conflict; an invisible one fails the insert (23505), and so
+    -- does any other rejected row: the caller then finds out which, one by one.
+    execute pg_catalog.format(
+      $q$with s as (select s.*, %4$s as "sync.key" from %1$s),
+              cur as (select s.ordinality as n, c.r
+                        from s cross join lateral (select pg_catalog.to_jsonb(t) as r from %2$s t
+                                                    where t.%3$I = s."sync.key" limit 1) c),
+              ins as (insert into %2$s as t (%5$s %3$I, _hlc)
+                      select %6$s s."sync.key", s."sync.hlc" from s
+                       where not exists (select 1 from cur where cur.n = s.ordinality)
+                       order by s.ordinality
+                      returning t.%3$I as k, pg_catalog.to_jsonb(t) as r)
+         select pg_catalog.array_agg(case when c.r is not null then %7$s else %8$s end order by s.ordinality),
+                pg_catalog.bool_and(c.r is not null or i.r is not null)
+           from s left join cur c on c.n = s.ordinality left join ins i on i.k = s."sync.key"$q$,
+      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
+      (select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
+      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
+      pg_catalog.format(c_conflict, 'c.r'), pg_catalog.format(c_applied, 'i.r'))
+      into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data;
+  else
+    -- Lock the visible rows (RLS update policies apply to FOR UPDATE), as apply_mutation does.
+    execute pg_catalog.format(
+      $q$with s as (select s.*, %4$s as "sync.key" from %1$s),
+              cur as (select s.ordinality as n, c.k, c.r
+                        from s cross join lateral (select t.%3$I as k, pg_catalog.to_jsonb(t) as r from %2$s t
+                                                    where t.%3$I = s."sync.key" for update) c)
+         select pg_catalog.array_agg(c.r order by s.ordinality), pg_catalog.count(c.k) = pg_catalog.count(distinct c.k)
+           from s left join cur c on c.n = s.ordinality$q$,
+      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key)
+      into v_current, v_complete using p_seqs, p_ids, p_stamps, v_data;
+    if not v_complete then
+      raise exception 'apply_run: a row is written twice';
+    end if;
+
+    -- Decide as apply_mutation does (missing, already a tombstone, conflict, write), then write.
+    execute pg_catalog.format(
+      $q$with s as (select s.*, %4$s as "sync.key", c.r as "sync.row", case
+                      when c.r is null then 'missing'
+                      when $6 = 'delete' and (c.r ->> '_deleted')::boolean then 'done'
+                      when (b.base is not null and b.base::bigint <> (c.r ->> '_version')::bigint)
+                           or ($6 = 'update' and (c.r ->> '_deleted')::boolean and b.base is null) then 'conflict'
+                      else 'write' end as "sync.what"
+                    from %1$s
+                    join rows from (pg_catalog.unnest($5::numeric[]), pg_catalog.unnest($7::jsonb[]))
+                           with ordinality as b(base, r, n) on b.n = s.ordinality
+                    cross join lateral (select b.r) c(r)),
+              w as (update %2$s as t set %5$s
+                      from s
+                     where s."sync.what" = 'write' and t.%3$I = s."sync.key"
+                    returning s.ordinality as n, pg_catalog.to_jsonb(t) as r)
+         select pg_catalog.array_agg(case s."sync.what"
+                  when 'missing' then pg_catalog.jsonb_build_object('seq', s."sync.seq", 'status', 'rejected', 'code', 'P0002',
+                    'message', pg_catalog.format('row %%s of table %%s does not exist or is not visible', s."sync.id", $8::text))
+                  when 'done' then %6$s
+                  when 'conflict' then %7$s
+                  else %8$s end order by s.ordinality),
+                pg_catalog.bool_and(s."sync.what" <> 'write' or w.r is not null)
+           from s left join w on w.n = s.ordinality$q$,
+      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
+      case when p_action = 'delete' then '_deleted = true, _hlc = s."sync.hlc"'
+           else (select pg_catalog.string_agg(pg_catalog.format('%I = s.%I, ', c, c), '') from pg_catalog.unnest(v_cols) c)
+                || '_deleted = false, _hlc = s."sync.hlc"' end,
+      pg_catalog.format(c_applied, 's."sync.row"'), pg_catalog.format(c_conflict, 's."sync.row"'),
+      pg_catalog.format(c_applied, 'w.r'))
+      into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_current, p_info.table_name;
+  end if;
+  if not v_complete then
+    -- A row was neither written nor answered (e.g. a trigger skipped it): let the caller decide.
+    raise exception 'apply_run: incomplete';
+  end if;
+  return v_out;
+end
+$$;
+
 -- ---------------------------------------------------------------------------------------------
 -- sync_push
 -- ---------------------------------------------------------------------------------------------
 
 -- Invariants:
--- - Exactly-once per (client, seq, user): the first attempt claims the idempotency record before
---   applying, in the same transaction; a retry (or a concurrent duplicate, once the first commits)
---   returns the stored outcome and changes nothing.
--- - Each mutation applies in its own subtransaction: an error becomes `rejected` with its SQLSTATE
---   and the rest of the batch proceeds. Transient errors (serialization, deadlock, lock timeout,
---   resources) fail the whole call instead, so the device retries rather than storing them.
+-- - Exactly-once per (client, seq, user): a call holds a transaction-scoped advisory lock on
+--   (client, user) while it looks up stored outcomes, applies the rest and stores their outcomes
+--   in the same transaction; a retry (or a concurrent duplicate, which waits for the lock until the
+--   first commits) finds them stored, returns them and changes nothing. The unique key on
+--   sync.idempotency backs this up: a second record for a seq fails the call. A seq repeated
+--   within the batch is applied once; its later items answer with the first one's outcome.
+-- - Mutations apply in batch order, in runs of consecutive mutations of one table, action and set
+--   of data keys: each run is one set-based statement (two for update/delete) in one
+--   subtransaction. If the run raises, it is rolled back and its mutations apply one by one, each in
+--   its own subtransaction: an error becomes `rejected` with its SQLSTATE and the rest of the batch
+--   proceeds. Either way each mutation gets the outcome it would get applied alone, in order.
+--   Transient errors (serialization, deadlock, lock timeout, resources) fail the whole call
+--   instead, so the device retries rather than storing them.
 -- - Outcomes are returned in the order of the mutations.
-create or replace function public.sync_push(p_client_id uuid, p_mutations jsonb) returns jsonb
+do $$
+begin
+  -- Earlier versions returned jsonb; the return type of a function cannot be replaced.
+  if (select p.prorettype from pg_catalog.pg_proc p
+       where p.oid = pg_catalog.to_regprocedure('public.sync_push(uuid, jsonb)')) = 'jsonb'::pg_catalog.regtype then
+    drop function public.sync_push(uuid, jsonb);
+  end if;
+end
+$$;
+
+create or replace function public.sync_push(p_client_id uuid, p_mutations jsonb) returns json
   language plpgsql
   security invoker
   set search_path = ''
 as $$
 declare
-  v_out jsonb := '[]'::jsonb;
+  v_user uuid := auth.uid();
+  v_seqs bigint[];        -- per position: seq of a well-formed mutation, null for a malformed one
+  v_malformed jsonb[];    -- per position: outcome of a malformed mutation
+  v_old_seqs bigint[];    -- seqs applied by an earlier call, and their stored outcomes
+  v_old jsonb[];
+  v_done_seqs bigint[] := '{}';   -- seqs applied by this call, and their outcomes, in batch order
+  v_done jsonb[] := '{}';
+  v_run record;
+  v_info sync.tables;
+  v_fast boolean;
+  v_outcomes jsonb[];
+  v_i int;
   v_m jsonb;
-  v_seq bigint;
-  v_seq_json jsonb;
-  v_action text;
-  v_base bigint;
   v_outcome jsonb;
   v_state text;
   v_message text;
@@ -476,63 +627,137 @@ begin
   if p_mutations is null or pg_catalog.jsonb_typeof(p_mutations) <> 'array' then
     raise exception 'sync_push: p_mutations must be an array' using errcode = '22023';
   end if;
+  if pg_catalog.jsonb_array_length(p_mutations) = 0 then
+    return '[]'::json;
+  end if;
 
-  for v_m in select e from pg_catalog.jsonb_array_elements(p_mutations) e loop
-    v_seq_json := case when pg_catalog.jsonb_typeof(v_m) = 'object' then v_m -> 'seq' end;
-    v_action := case when pg_catalog.jsonb_typeof(v_m) = 'object' then v_m ->> 'action' end;
+  -- Shape checks: a malformed item is rejected on its own and not recorded.
+  select pg_catalog.array_agg(case when x.ok then (x.e -> 'seq' #>> '{}')::bigint end order by x.n),
+         pg_catalog.array_agg(case when not x.ok then pg_catalog.jsonb_build_object(
+           'seq', coalesce(case when pg_catalog.jsonb_typeof(x.e) = 'object' then x.e -> 'seq' end, 'null'::jsonb),
+           'status', 'rejected', 'code', '22023',
+           'message', 'invalid mutation: expected {seq, table, action: create|update|delete, id, data?, baseVersion, hlc?}')
+           end order by x.n)
+    into v_seqs, v_malformed
+    from (select a.n, a.e,
+                 coalesce(pg_catalog.jsonb_typeof(a.e) = 'object'
+                   and pg_catalog.jsonb_typeof(a.e -> 'seq') = 'number'
+                   and (a.e -> 'seq' #>> '{}') ~ '^[0-9]{1,18}$'
+                   and (a.e ->> 'action') in ('create', 'update', 'delete')
+                   and pg_catalog.jsonb_typeof(a.e -> 'table') = 'string'
+                   and coalesce(pg_catalog.jsonb_typeof(a.e -> 'id'), 'missing') in ('string', 'number')
+                   and coalesce(pg_catalog.jsonb_typeof(a.e -> 'data'), 'null') in ('object', 'null')
+                   and coalesce(pg_catalog.jsonb_typeof(a.e -> 'baseVersion'), 'null') in ('number', 'null')
+                   and coalesce(pg_catalog.jsonb_typeof(a.e -> 'hlc'), 'null') in ('string', 'null'), false) as ok
+            from pg_catalog.jsonb_array_elements(p_mutations) with ordinality a(e, n)) x;
 
-    -- Shape checks: a malformed item is rejected on its own and not recorded.
-    if pg_catalog.jsonb_typeof(v_m) is distinct from 'object'
-       or pg_catalog.jsonb_typeof(v_seq_json) is distinct from 'number'
-       or (v_seq_json #>> '{}') !~ '^[0-9]{1,18}$'
-       or v_action is null or v_action not in ('create', 'update', 'delete')
-       or pg_catalog.jsonb_typeof(v_m -> 'table') is distinct from 'string'
-       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'id'), 'missing') not in ('string', 'number')
-       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'data'), 'null') not in ('object', 'null')
-       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'baseVersion'), 'null') not in ('number', 'null')
-       or coalesce(pg_catalog.jsonb_typeof(v_m -> 'hlc'), 'null') not in ('string', 'null') then
-      v_out := v_out || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-        'seq', coalesce(v_seq_json, 'null'::jsonb), 'status', 'rejected', 'code', '22023',
-        'message', 'invalid mutation: expected {seq, table, action: create|update|delete, id, data?, baseVersion, hlc?}'));
-      continue;
+  -- One call at a time per (client, user): a concurrent attempt of the same batch waits here until
+  -- this transaction ends, then finds its outcomes stored. A hash collision between two clients
+  -- only makes one wait for the other.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('sync_push'),
+                                           pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
+
+  -- Already applied (by an earlier attempt): answer with the stored outcomes. One index probe per
+  -- seq (the lateral limit keeps it so whatever the table's statistics say).
+  select coalesce(pg_catalog.array_agg(u.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
+    into v_old_seqs, v_old
+    from (select distinct s.seq from pg_catalog.unnest(v_seqs) s(seq) where s.seq is not null) u
+    cross join lateral (select i.outcome from sync.idempotency i
+                         where i.client_id = p_client_id and i.seq = u.seq and i.user_id is not distinct from v_user
+                         limit 1) o;
+
+  -- The rest, first occurrence of each seq, in runs (see the invariants). A run's `keys` is null
+  -- when its mutation goes one by one: JSON null data, or a base version beyond bigint.
+  for v_run in
+    select (pg_catalog.array_agg(f.tbl))[1] as tbl, (pg_catalog.array_agg(f.act))[1] as act,
+           pg_catalog.min(f.keys) as keys,
+           pg_catalog.array_agg(f.n order by f.n) as ns, pg_catalog.array_agg(f.seq order by f.n) as seqs,
+           pg_catalog.array_agg(f.id order by f.n) as ids,
+           pg_catalog.jsonb_agg(coalesce(f.d, '{}'::jsonb) order by f.n) as data,
+           pg_catalog.array_agg(f.base order by f.n) as bases, pg_catalog.array_agg(f.stamp order by f.n) as stamps
+      from (select g.*, pg_catalog.sum(g.brk) over (order by g.n) as run
+              from (select u.*,
+                           case when u.keys is not null
+                                 and (u.tbl, u.act, u.keys) is not distinct from
+                                     (pg_catalog.lag(u.tbl) over w, pg_catalog.lag(u.act) over w, pg_catalog.lag(u.keys) over w)
+                                then 0 else 1 end as brk
+                      from (select v.n, v.seq, v.tbl, v.act, v.id, v.d, v.base,
+                                   -- The writer's stamp is kept only if acceptable (sync.hlc_acceptable).
+                                   case when v.hlc collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]{1,128}$'
+                                         and pg_catalog.left(v.hlc, 15)::bigint
+                                             <= pg_catalog.floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint + 86400000
+                                        then v.hlc end as stamp,
+                                   case when coalesce(pg_catalog.jsonb_typeof(v.d), 'object') = 'object'
+                                         and coalesce(abs(v.base) < 9223372036854775807, true)
+                                        then (select coalesce(pg_catalog.array_agg(k order by k), '{}')
+                                                from pg_catalog.jsonb_object_keys(coalesce(v.d, '{}'::jsonb)) k
+                                               where k not in ('_version', '_xid', '_deleted', '_hlc'))
+                                   end as keys
+                              from (select distinct on (a.seq) a.n, a.seq, a.e ->> 'table' as tbl, a.e ->> 'action' as act,
+                                           a.e ->> 'id' as id, a.e -> 'data' as d, a.e ->> 'hlc' as hlc,
+                                           case when pg_catalog.jsonb_typeof(a.e -> 'baseVersion') = 'number'
+                                                then (a.e ->> 'baseVersion')::numeric end as base
+                                      from rows from (pg_catalog.jsonb_array_elements(p_mutations), pg_catalog.unnest(v_seqs))
+                                             with ordinality a(e, seq, n)
+                                     where a.seq is not null and a.seq <> all (v_old_seqs)
+                                     order by a.seq, a.n) v) u
+                    window w as (order by u.n)) g) f
+     group by f.run
+     order by f.run
+  loop
+    v_fast := v_run.keys is not null;
+    if v_fast then
+      select * into v_info from sync.tables t where t.table_schema = 'public' and t.table_name = v_run.tbl;
+      v_fast := found and not (v_run.act = 'create' and v_info.server_ids);
     end if;
-    v_seq := (v_seq_json #>> '{}')::bigint;
-
-    select i.outcome into v_outcome from sync.idempotency i
-     where i.client_id = p_client_id and i.seq = v_seq and i.user_id is not distinct from auth.uid();
-    if found then
-      v_out := v_out || pg_catalog.jsonb_build_array(v_outcome);
-      continue;
+    if v_fast then
+      begin
+        v_outcomes := sync.apply_run(v_info, v_run.act, v_run.keys, v_run.seqs, v_run.ids, v_run.data,
+                                     v_run.bases, v_run.stamps);
+      exception when others then
+        get stacked diagnostics v_state = returned_sqlstate;
+        if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
+          raise;
+        end if;
+        v_fast := false;
+      end;
     end if;
 
-    begin
-      insert into sync.idempotency (client_id, seq, user_id) values (p_client_id, v_seq, auth.uid());
-    exception when unique_violation then
-      -- A concurrent attempt of the same mutation committed first: answer with its outcome.
-      select i.outcome into v_outcome from sync.idempotency i
-       where i.client_id = p_client_id and i.seq = v_seq and i.user_id is not distinct from auth.uid();
-      v_out := v_out || pg_catalog.jsonb_build_array(v_outcome);
-      continue;
-    end;
-
-    begin
-      v_base := case when pg_catalog.jsonb_typeof(v_m -> 'baseVersion') = 'number'
-                     then (v_m ->> 'baseVersion')::numeric::bigint end;
-      v_outcome := sync.apply_mutation(v_m ->> 'table', v_action, v_m ->> 'id', v_m -> 'data', v_base, v_m ->> 'hlc');
-    exception when others then
-      get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
-      if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
-        raise;
-      end if;
-      v_outcome := pg_catalog.jsonb_build_object('status', 'rejected', 'code', v_state, 'message', v_message);
-    end;
-    v_outcome := pg_catalog.jsonb_build_object('seq', v_seq) || v_outcome;
-
-    update sync.idempotency i set outcome = v_outcome
-     where i.client_id = p_client_id and i.seq = v_seq and i.user_id is not distinct from auth.uid();
-    v_out := v_out || pg_catalog.jsonb_build_array(v_outcome);
+    if v_fast then
+      v_done_seqs := v_done_seqs || v_run.seqs;
+      v_done := v_done || v_outcomes;
+    else
+      foreach v_i in array v_run.ns loop
+        v_m := p_mutations -> (v_i - 1);
+        begin
+          v_outcome := sync.apply_mutation(v_m ->> 'table', v_m ->> 'action', v_m ->> 'id', v_m -> 'data',
+                                           case when pg_catalog.jsonb_typeof(v_m -> 'baseVersion') = 'number'
+                                                then (v_m ->> 'baseVersion')::numeric::bigint end,
+                                           v_m ->> 'hlc');
+        exception when others then
+          get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+          if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
+            raise;
+          end if;
+          v_outcome := pg_catalog.jsonb_build_object('status', 'rejected', 'code', v_state, 'message', v_message);
+        end;
+        v_done_seqs := pg_catalog.array_append(v_done_seqs, v_seqs[v_i]);
+        v_done := pg_catalog.array_append(v_done, pg_catalog.jsonb_build_object('seq', v_seqs[v_i]) || v_outcome);
+      end loop;
+    end if;
   end loop;
-  return v_out;
+
+  -- Store the outcomes (under the lock above, no concurrent attempt can have stored them).
+  insert into sync.idempotency (client_id, seq, user_id, outcome)
+  select p_client_id, u.seq, v_user, u.outcome from unnest(v_done_seqs, v_done) u(seq, outcome);
+
+  if pg_catalog.cardinality(v_done) = pg_catalog.jsonb_array_length(p_mutations) then
+    -- Every mutation was applied now, once each: the outcomes are already in batch order.
+    return pg_catalog.array_to_json(v_done);
+  end if;
+  return (select coalesce(pg_catalog.json_agg(coalesce(m.bad, r.outcome) order by m.n), '[]'::json)
+            from unnest(v_seqs, v_malformed) with ordinality m(seq, bad, n)
+            left join unnest(v_done_seqs || v_old_seqs, v_done || v_old) r(seq, outcome) on r.seq = m.seq);
 end
 $$;
 
