@@ -2,8 +2,8 @@
 --
 -- Makes tables syncable and exposes the RPC functions the client backends call:
 --   sync_enable_table(regclass, text)        make a table syncable (run by the schema owner)
---   sync_push(uuid, jsonb) -> jsonb          exactly-once, per-mutation push
---   sync_pull(text[], jsonb, int) -> jsonb   gapless, paged pull across tables
+--   sync_push(uuid, jsonb) -> json           exactly-once, per-mutation push
+--   sync_pull(text[], jsonb, int) -> json    gapless, paged pull across tables
 --   sync_checksum(text[]) -> jsonb           per-table checksum of the caller's live rows
 --   sync_purge_tombstones(interval)          tombstone retention (service role / owner only)
 --   sync_purge_idempotency(interval)         retention of push idempotency records
@@ -832,7 +832,19 @@ $$;
 -- - A cursor below a requested table's purge horizon may have missed a purged tombstone: the
 --   answer is a reset. When a page ends the stream, the cursor moves past any horizon already
 --   below the snapshot, so a device that resynced is not reset again.
-create or replace function public.sync_pull(p_tables text[], p_cursor jsonb, p_limit int) returns jsonb
+do $$
+begin
+  -- Earlier versions returned jsonb; the return type of a function cannot be replaced.
+  if (select p.prorettype from pg_catalog.pg_proc p
+       where p.oid = pg_catalog.to_regprocedure('public.sync_pull(text[], jsonb, int)')) = 'jsonb'::pg_catalog.regtype then
+    drop function public.sync_pull(text[], jsonb, int);
+  end if;
+end
+$$;
+
+-- The answer is built in one pass as json: each row is turned into JSON once, from its public
+-- columns (named from the catalog), never into jsonb and back.
+create or replace function public.sync_pull(p_tables text[], p_cursor jsonb, p_limit int) returns json
   language plpgsql
   security invoker
   set search_path = ''
@@ -849,10 +861,13 @@ declare
   v_xmin xid8;
   v_parts text[] := '{}';
   v_pred text;
-  v_rows jsonb;
+  v_columns text;
+  v_changes json;
   v_count int;
   v_has_more boolean;
-  v_last jsonb;
+  v_lx text;
+  v_lt text;
+  v_li text;
   v_end jsonb;
 begin
   select coalesce(pg_catalog.array_agg(distinct t collate "C" order by t collate "C"), '{}') into v_tables
@@ -865,7 +880,7 @@ begin
     v_info := sync.table_info(v_name);
     if v_cursor is not null and v_info.purged_xid is not null
        and sync.key_lt(v_info, v_cx, v_ct, v_ci, v_info.purged_xid, v_info.table_name, v_info.purged_id) then
-      return pg_catalog.jsonb_build_object('changes', '[]'::jsonb, 'cursor', null, 'hasMore', false, 'reset', true);
+      return pg_catalog.json_build_object('changes', '[]'::json, 'cursor', null, 'hasMore', false, 'reset', true);
     end if;
   end loop;
 
@@ -883,36 +898,44 @@ begin
     else
       v_pred := 't._xid >= $1';
     end if;
+    -- The row as devices see it: every column but the sync columns.
+    select pg_catalog.string_agg(pg_catalog.format('s.%I', a.attname), ', ' order by a.attnum) into v_columns
+      from pg_catalog.pg_attribute a
+     where a.attrelid = pg_catalog.format('%I.%I', v_info.table_schema, v_info.table_name)::regclass
+       and a.attnum > 0 and not a.attisdropped and a.attname not in ('_version', '_xid', '_deleted', '_hlc');
     -- ord numbers the rows in key order, so the merge can order by (x, table, ord) across key types.
     v_parts := v_parts || pg_catalog.format(
-      $q$(select s._xid as x, %L::text collate "C" as tbl, row_number() over (order by s._xid, s.k) as ord, s.k::text as id, s.r
-            from (select t._xid, t.%I as k, to_jsonb(t) as r from %I.%I t
-                   where %s and t._xid < $3 order by t._xid, t.%I limit $4) s)$q$,
-      v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column);
+      $q$(select s._xid as x, %L::text collate "C" as tbl, row_number() over (order by s._xid, s."sync.k") as ord,
+                 s."sync.k"::text as id, pg_catalog.to_json(r) as r, s._version as v, s._deleted as d, s._hlc as h
+            from (select t.*, t.%I as "sync.k" from %I.%I t
+                   where %s and t._xid < $3 order by t._xid, t.%I limit $4) s
+            cross join lateral (select %s) r)$q$,
+      v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column,
+      v_columns);
   end loop;
 
   if pg_catalog.cardinality(v_parts) = 0 then
-    return pg_catalog.jsonb_build_object('changes', '[]'::jsonb, 'cursor', p_cursor, 'hasMore', false, 'reset', false);
+    return pg_catalog.json_build_object('changes', '[]'::json, 'cursor', p_cursor, 'hasMore', false, 'reset', false);
   end if;
 
+  -- One row more than the page tells whether there is more; the page's last row is the cursor.
   execute pg_catalog.format(
-    $q$select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-              'x', u.x::text, 'table', u.tbl, 'id', u.id, 'r', u.r) order by u.x, u.tbl, u.ord), '[]')
-         from (select * from (%s) a order by x, tbl, ord limit $4) u$q$,
+    $q$select pg_catalog.count(*)::int,
+              pg_catalog.json_agg(pg_catalog.json_build_object('table', u.tbl, 'id', u.id, 'row', u.r,
+                'version', u.v, 'deleted', u.d, 'hlc', u.h) order by u.n) filter (where u.n <= $5),
+              (pg_catalog.array_agg(u.x::text order by u.n desc) filter (where u.n <= $5))[1],
+              (pg_catalog.array_agg(u.tbl::text order by u.n desc) filter (where u.n <= $5))[1],
+              (pg_catalog.array_agg(u.id order by u.n desc) filter (where u.n <= $5))[1]
+         from (select a.*, pg_catalog.row_number() over (order by a.x, a.tbl, a.ord) as n
+                 from (select * from (%s) b order by b.x, b.tbl, b.ord limit $4) a) u$q$,
     pg_catalog.array_to_string(v_parts, ' union all '))
-    into v_rows using v_cx, v_ci, v_xmin, v_limit + 1;
+    into v_count, v_changes, v_lx, v_lt, v_li using v_cx, v_ci, v_xmin, v_limit + 1, v_limit;
 
-  v_count := pg_catalog.jsonb_array_length(v_rows);
   v_has_more := v_count > v_limit;
-  if v_has_more then
-    v_rows := v_rows - v_limit;
-  end if;
-
   if v_count = 0 then
     v_end := v_cursor;
   else
-    v_last := v_rows -> -1;
-    v_end := pg_catalog.jsonb_build_object('x', v_last ->> 'x', 't', v_last ->> 'table', 'i', v_last ->> 'id');
+    v_end := pg_catalog.jsonb_build_object('x', v_lx, 't', v_lt, 'i', v_li);
   end if;
 
   -- At the end of the stream, step past horizons already below the snapshot (see invariants).
@@ -930,12 +953,8 @@ begin
     end loop;
   end if;
 
-  return pg_catalog.jsonb_build_object(
-    'changes', (select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                  'table', e ->> 'table', 'id', e ->> 'id', 'row', sync.public_row(e -> 'r'),
-                  'version', e -> 'r' -> '_version', 'deleted', e -> 'r' -> '_deleted', 'hlc', e -> 'r' -> '_hlc')
-                  order by o), '[]'::jsonb)
-                  from pg_catalog.jsonb_array_elements(v_rows) with ordinality as a(e, o)),
+  return pg_catalog.json_build_object(
+    'changes', coalesce(v_changes, '[]'::json),
     'cursor', case when v_end is null then null
                    when v_count = 0 and v_end = v_cursor then p_cursor
                    else pg_catalog.to_jsonb(v_end::text) end,
