@@ -277,6 +277,12 @@ begin
   -- The pull scans this index from the cursor: cost follows the changes returned, not the table.
   execute pg_catalog.format('create index if not exists %I on %s (_xid, %I)',
                             pg_catalog.left(v_name, 48) || '_sync_xid_idx', p_table, v_pk);
+  -- With the usual policy (owner = auth.uid()) the planner can scan only the caller's rows from
+  -- the cursor: a device with nothing new does not walk every other user's newer rows.
+  if p_owner_column is not null then
+    execute pg_catalog.format('create index if not exists %I on %s (%I, _xid, %I)',
+                              pg_catalog.left(v_name, 46) || '_sync_owner_idx', p_table, p_owner_column, v_pk);
+  end if;
 
   execute pg_catalog.format(
     'create or replace trigger sync_stamp before insert or update on %s for each row execute function sync.stamp_row()',
@@ -298,7 +304,7 @@ $$;
 
 comment on function public.sync_enable_table(regclass, text) is
   'Make a table syncable: adds _version, _xid, _deleted, _hlc, updated_at and the owner column (uuid default auth.uid()) '
-  'if missing, an index on (_xid, pk), a stamping trigger and a soft-delete trigger, and records the table in sync.tables.';
+  'if missing, indexes on (_xid, pk) and (owner, _xid, pk), a stamping trigger and a soft-delete trigger, and records the table in sync.tables.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Internal helpers
