@@ -9,7 +9,8 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createSyncOrchestrator } from '../../src/core/orchestrator.js'
 import { createSupabaseBackend } from '../../src/backends/supabase/index.js'
-import { createFileStorage, crc32 } from '../../src/storage/file.js'
+import { createFileStorage } from '../../src/storage/file.js'
+import { logRecord } from '../support/fileLog.js'
 import type { StorageCorruption } from '../../src/storage/corruption.js'
 import { createMemoryStorage } from '../../src/storage/memory.js'
 import { createManualEnvironment } from '../../src/env/manual.js'
@@ -31,28 +32,6 @@ afterAll(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true })
 })
 
-/** One log record in the file adapter's format (see `src/storage/file.ts`); `flags` 1 ends a commit. */
-function logRecord(ops: Array<[key: string, text: string | null]>, flags = 1): Buffer {
-  const parts: Buffer[] = [Buffer.from([flags])]
-  for (const [key, text] of ops) {
-    const keyBytes = Buffer.from(key, 'utf16le')
-    const head = Buffer.alloc(5)
-    head[0] = text === null ? 2 : 1
-    head.writeUInt32LE(keyBytes.length, 1)
-    parts.push(head, keyBytes)
-    if (text !== null) {
-      const value = Buffer.from(text, 'utf8')
-      const length = Buffer.alloc(4)
-      length.writeUInt32LE(value.length)
-      parts.push(length, value)
-    }
-  }
-  const payload = Buffer.concat(parts)
-  const header = Buffer.alloc(8)
-  header.writeUInt32LE(payload.length, 0)
-  header.writeUInt32LE(crc32(payload, crc32(header.subarray(0, 4))), 4)
-  return Buffer.concat([header, payload])
-}
 
 /** A logger that keeps what it is told. */
 function recordingLogger(): Logger & { lines: Array<{ level: string; message: string; fields?: unknown }> } {

@@ -10,6 +10,7 @@ import type { StorageEntry, StorageOp } from '../../src/core/storage.js'
 import type { StorageCorruption } from '../../src/storage/corruption.js'
 import { crc32, createFileStorage, replay } from '../../src/storage/file.js'
 import type { FileStorageOptions } from '../../src/storage/file.js'
+import { logRecord } from '../support/fileLog.js'
 import { applyToModel, modelScan, propertyParameters, storageOpsArbitrary } from '../../src/testing/storageContract.js'
 
 let dir: string
@@ -32,28 +33,6 @@ const kindOf = async (promise: Promise<unknown>): Promise<string | undefined> =>
     (error: unknown) => (error instanceof StorageError ? error.kind : `not a StorageError: ${String(error)}`),
   )
 
-/** One log record in the documented format, for tests that need bytes the adapter never writes. */
-function record(flags: number, ops: [string, string | null][]): Buffer {
-  const parts: Buffer[] = [Buffer.from([flags])]
-  for (const [key, text] of ops) {
-    const keyBytes = Buffer.from(key, 'utf16le')
-    const head = Buffer.alloc(5)
-    head[0] = text === null ? 2 : 1
-    head.writeUInt32LE(keyBytes.length, 1)
-    parts.push(head, keyBytes)
-    if (text !== null) {
-      const value = Buffer.from(text, 'utf8')
-      const len = Buffer.alloc(4)
-      len.writeUInt32LE(value.length)
-      parts.push(len, value)
-    }
-  }
-  const payload = Buffer.concat(parts)
-  const header = Buffer.alloc(8)
-  header.writeUInt32LE(payload.length, 0)
-  header.writeUInt32LE(crc32(payload, crc32(header.subarray(0, 4))), 4)
-  return Buffer.concat([header, payload])
-}
 
 describe('file storage: damage', () => {
   const step = fc.oneof(
@@ -155,8 +134,8 @@ describe('file storage: damage', () => {
   it('drops a commit whose records stop before its last one', async () => {
     const path = freshPath()
     const header = Buffer.from('SOLOG001', 'latin1')
-    const whole = record(1, [['a', '1']])
-    const partial = record(0, [['b', '2']])
+    const whole = logRecord([['a', '1']], 1)
+    const partial = logRecord([['b', '2']], 0)
     await writeFile(path, Buffer.concat([header, whole, partial]))
     const reports: StorageCorruption[] = []
     const store = open(path, { onCorrupt: (r) => reports.push(r), keepDamaged: false })
@@ -168,7 +147,7 @@ describe('file storage: damage', () => {
 
   it('reports a stored value that is not JSON on read, skips it in scan, and is repaired by writing', async () => {
     const path = freshPath()
-    await writeFile(path, Buffer.concat([Buffer.from('SOLOG001', 'latin1'), record(1, [['good', '"ok"'], ['bad', '{oops']])]))
+    await writeFile(path, Buffer.concat([Buffer.from('SOLOG001', 'latin1'), logRecord([['good', '"ok"'], ['bad', '{oops']], 1)]))
     const reports: StorageCorruption[] = []
     const store = open(path, { onCorrupt: (r) => reports.push(r) })
     expect(await store.scan('')).toEqual([{ key: 'good', value: 'ok' }])
