@@ -265,7 +265,17 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   }
 
   function transact<T>(body: (tx: Transaction) => T | Promise<T>): Promise<T> {
-    return mutex.run(() => runTransaction(storage, body, reload))
+    // Status first, so no listener ever sees data the status does not reflect yet.
+    return mutex.run(() =>
+      runTransaction(
+        storage,
+        (tx) => {
+          tx.afterCommit(refreshStatus)
+          return body(tx)
+        },
+        reload,
+      ),
+    )
   }
 
   // ── local writes ────────────────────────────────────────────────────────
