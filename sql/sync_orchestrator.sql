@@ -55,10 +55,19 @@ create table if not exists sync.idempotency (
   client_id uuid not null,
   seq bigint not null,
   user_id uuid default auth.uid(),
-  outcome jsonb,
+  outcome json,
   created_at timestamptz not null default now(),
   constraint idempotency_key unique nulls not distinct (client_id, seq, user_id)
 );
+-- Earlier versions stored jsonb; outcomes are stored as they are answered, as json.
+do $$
+begin
+  if (select a.atttypid from pg_catalog.pg_attribute a
+       where a.attrelid = 'sync.idempotency'::regclass and a.attname = 'outcome') = 'jsonb'::pg_catalog.regtype then
+    alter table sync.idempotency alter column outcome type json using outcome::json;
+  end if;
+end
+$$;
 create index if not exists idempotency_created_at_idx on sync.idempotency (created_at);
 comment on table sync.idempotency is 'Stored outcome of every pushed mutation, keyed by (client_id, seq, user_id).';
 
@@ -456,9 +465,22 @@ $$;
 -- JSON array of the data objects; p_stamps: each writer stamp if acceptable, else null. Creates
 -- of tables with server-assigned keys are not handled here (the new rows cannot be matched back to
 -- their mutations by key).
+-- Outcomes are built as json, not jsonb: a row goes out as text, and building jsonb for it first
+-- costs more than the write itself.
+do $$
+begin
+  -- Earlier versions returned jsonb[]; the return type of a function cannot be replaced.
+  if (select p.prorettype from pg_catalog.pg_proc p
+       where p.oid = pg_catalog.to_regprocedure('sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[])'))
+     = 'jsonb[]'::pg_catalog.regtype then
+    drop function sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[]);
+  end if;
+end
+$$;
+
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
                                           p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[])
-  returns jsonb[]
+  returns json[]
   language plpgsql
   set search_path = ''
 as $$
@@ -466,24 +488,32 @@ declare
   v_rel text := pg_catalog.format('%I.%I', p_info.table_schema, p_info.table_name);
   v_data jsonb := p_data;
   v_cols text[] := array(select k from pg_catalog.unnest(p_keys) k where k <> p_info.pk_column);
+  v_row_cols text[];
   v_key text;
-  v_out jsonb[];
+  v_out json[];
   v_complete boolean;
-  v_current jsonb[];
-  -- Outcome builders over a row as to_jsonb gives it (the same as apply_mutation's).
-  c_applied constant text := $f$pg_catalog.jsonb_build_object('seq', s."sync.seq", 'status', 'applied',
-      'row', %1$s operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[],
-      'version', %1$s -> '_version', 'hlc', %1$s -> '_hlc')$f$;
-  c_conflict constant text := $f$pg_catalog.jsonb_build_object('seq', s."sync.seq", 'status', 'conflict',
-      'row', %1$s operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[],
-      'version', %1$s -> '_version', 'deleted', %1$s -> '_deleted', 'hlc', %1$s -> '_hlc')$f$;
+  v_versions bigint[];
+  v_deleted boolean[];
+  -- Outcome builders; %1$s is the alias of a written or current row (all the table's columns),
+  -- %2$s the row as devices see it (every column but the sync columns, as pull sends it).
+  c_applied constant text := $f$pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'applied',
+      'row', pg_catalog.to_json(%2$s), 'version', %1$s._version, 'hlc', %1$s._hlc)$f$;
+  c_conflict constant text := $f$pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'conflict',
+      'row', pg_catalog.to_json(%2$s), 'version', %1$s._version, 'deleted', %1$s._deleted, 'hlc', %1$s._hlc)$f$;
   -- The mutations, zipped with their data as records of the table. The aliased columns' names
   -- cannot clash silently with the table's: a clash makes the statement fail (and the run go one by
   -- one).
   c_rows constant text := $f$rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
       pg_catalog.unnest($3::text[]), pg_catalog.jsonb_populate_recordset(null::%1$s, $4))
       with ordinality as s("sync.seq", "sync.id", "sync.hlc")$f$;
+  -- `cross join lateral (select a.c1, a.c2, ...) alias`: the row of alias `a` as devices see it.
+  c_public constant text := 'cross join lateral (select %s) %s';
 begin
+  select pg_catalog.array_agg(a.attname::text order by a.attnum) into v_row_cols
+    from pg_catalog.pg_attribute a
+   where a.attrelid = v_rel::regclass and a.attnum > 0 and not a.attisdropped
+     and a.attname not in ('_version', '_xid', '_deleted', '_hlc');
+
   -- The key of each mutation's row. A cast is what jsonb_populate_record does for these types; for
   -- others (e.g. varchar(n), where a cast truncates) the id goes through the data. The key is
   -- computed before the row lookup: a cast is not leakproof, so with row level security a lookup
@@ -500,72 +530,80 @@ begin
     if p_info.server_ids then
       raise exception 'apply_run: creates with server-assigned keys are applied one by one';
     end if;
-    -- A visible row with the id is a conflict; an invisible one fails the insert (23505), and so
-    -- does any other rejected row: the caller then finds out which, one by one.
+    -- Insert what is new. A row that exists already (committed, or by a concurrent transaction that
+    -- then commits) is skipped and looked up: visible, it is a conflict; invisible (another user's),
+    -- the run is incomplete and its mutations go one by one, which rejects that one (23505). Any
+    -- other rejected row fails the insert: the caller then finds out which, one by one.
     execute pg_catalog.format(
       $q$with s as (select s.*, %4$s as "sync.key" from %1$s),
-              cur as (select s.ordinality as n, c.r
-                        from s cross join lateral (select pg_catalog.to_jsonb(t) as r from %2$s t
-                                                    where t.%3$I = s."sync.key" limit 1) c),
               ins as (insert into %2$s as t (%5$s %3$I, _hlc)
-                      select %6$s s."sync.key", s."sync.hlc" from s
-                       where not exists (select 1 from cur where cur.n = s.ordinality)
-                       order by s.ordinality
-                      returning t.%3$I as k, pg_catalog.to_jsonb(t) as r)
-         select pg_catalog.array_agg(case when c.r is not null then %7$s else %8$s end order by s.ordinality),
-                pg_catalog.bool_and(c.r is not null or i.r is not null)
-           from s left join cur c on c.n = s.ordinality left join ins i on i.k = s."sync.key"$q$,
+                      select %6$s s."sync.key", s."sync.hlc" from s order by s.ordinality
+                      on conflict (%3$I) do nothing
+                      returning t.*),
+              cur as (select s.ordinality as "sync.n", c.*
+                        from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key" limit 1) c
+                       where not exists (select 1 from ins where ins.%3$I = s."sync.key"))
+         select pg_catalog.array_agg(case when i.%3$I is not null then %8$s else %7$s end order by s.ordinality),
+                pg_catalog.bool_and(c."sync.n" is not null or i.%3$I is not null)
+           from s left join ins i on i.%3$I = s."sync.key" left join cur c on c."sync.n" = s.ordinality
+           %9$s %10$s$q$,
       pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
       (select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
       (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
-      pg_catalog.format(c_conflict, 'c.r'), pg_catalog.format(c_applied, 'i.r'))
+      pg_catalog.format(c_conflict, 'c', '"sync.rc"'), pg_catalog.format(c_applied, 'i', '"sync.ri"'),
+      pg_catalog.format(c_public, (select pg_catalog.string_agg('i.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.ri"'),
+      pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'))
       into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data;
   else
     -- Lock the visible rows (RLS update policies apply to FOR UPDATE), as apply_mutation does.
     execute pg_catalog.format(
-      $q$with s as (select s.*, %4$s as "sync.key" from %1$s),
-              cur as (select s.ordinality as n, c.k, c.r
-                        from s cross join lateral (select t.%3$I as k, pg_catalog.to_jsonb(t) as r from %2$s t
-                                                    where t.%3$I = s."sync.key" for update) c)
-         select pg_catalog.array_agg(c.r order by s.ordinality), pg_catalog.count(c.k) = pg_catalog.count(distinct c.k)
-           from s left join cur c on c.n = s.ordinality$q$,
+      $q$with s as (select s.*, %4$s as "sync.key" from %1$s)
+         select pg_catalog.array_agg(c._version order by s.ordinality), pg_catalog.array_agg(c._deleted order by s.ordinality),
+                pg_catalog.count(c.k) = pg_catalog.count(distinct c.k)
+           from s left join lateral (select t.%3$I as k, t._version, t._deleted from %2$s t
+                                      where t.%3$I = s."sync.key" for update) c on true$q$,
       pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key)
-      into v_current, v_complete using p_seqs, p_ids, p_stamps, v_data;
+      into v_versions, v_deleted, v_complete using p_seqs, p_ids, p_stamps, v_data;
     if not v_complete then
       raise exception 'apply_run: a row is written twice';
     end if;
 
     -- Decide as apply_mutation does (missing, already a tombstone, conflict, write), then write.
+    -- The rows are locked: the ones not written are still as the lock found them.
     execute pg_catalog.format(
-      $q$with s as (select s.*, %4$s as "sync.key", c.r as "sync.row", case
-                      when c.r is null then 'missing'
-                      when $6 = 'delete' and (c.r ->> '_deleted')::boolean then 'done'
-                      when (b.base is not null and b.base::bigint <> (c.r ->> '_version')::bigint)
-                           or ($6 = 'update' and (c.r ->> '_deleted')::boolean and b.base is null) then 'conflict'
+      $q$with s as (select s.*, %4$s as "sync.key", case
+                      when b.v is null then 'missing'
+                      when $6 = 'delete' and b.d then 'done'
+                      when (b.base is not null and b.base::bigint <> b.v) or ($6 = 'update' and b.d and b.base is null) then 'conflict'
                       else 'write' end as "sync.what"
                     from %1$s
-                    join rows from (pg_catalog.unnest($5::numeric[]), pg_catalog.unnest($7::jsonb[]))
-                           with ordinality as b(base, r, n) on b.n = s.ordinality
-                    cross join lateral (select b.r) c(r)),
+                    join rows from (pg_catalog.unnest($5::numeric[]), pg_catalog.unnest($7::bigint[]), pg_catalog.unnest($9::boolean[]))
+                           with ordinality as b(base, v, d, n) on b.n = s.ordinality),
               w as (update %2$s as t set %5$s
                       from s
                      where s."sync.what" = 'write' and t.%3$I = s."sync.key"
-                    returning s.ordinality as n, pg_catalog.to_jsonb(t) as r)
+                    returning s.ordinality as "sync.n", t.*),
+              cur as (select s.ordinality as "sync.n", c.*
+                        from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key") c
+                       where s."sync.what" in ('done', 'conflict'))
          select pg_catalog.array_agg(case s."sync.what"
-                  when 'missing' then pg_catalog.jsonb_build_object('seq', s."sync.seq", 'status', 'rejected', 'code', 'P0002',
+                  when 'missing' then pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'rejected', 'code', 'P0002',
                     'message', pg_catalog.format('row %%s of table %%s does not exist or is not visible', s."sync.id", $8::text))
                   when 'done' then %6$s
                   when 'conflict' then %7$s
                   else %8$s end order by s.ordinality),
-                pg_catalog.bool_and(s."sync.what" <> 'write' or w.r is not null)
-           from s left join w on w.n = s.ordinality$q$,
+                pg_catalog.bool_and(s."sync.what" <> 'write' or w."sync.n" is not null)
+           from s left join w on w."sync.n" = s.ordinality left join cur c on c."sync.n" = s.ordinality
+           %9$s %10$s$q$,
       pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
       case when p_action = 'delete' then '_deleted = true, _hlc = s."sync.hlc"'
            else (select pg_catalog.string_agg(pg_catalog.format('%I = s.%I, ', c, c), '') from pg_catalog.unnest(v_cols) c)
                 || '_deleted = false, _hlc = s."sync.hlc"' end,
-      pg_catalog.format(c_applied, 's."sync.row"'), pg_catalog.format(c_conflict, 's."sync.row"'),
-      pg_catalog.format(c_applied, 'w.r'))
-      into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_current, p_info.table_name;
+      pg_catalog.format(c_applied, 'c', '"sync.rc"'), pg_catalog.format(c_conflict, 'c', '"sync.rc"'),
+      pg_catalog.format(c_applied, 'w', '"sync.rw"'),
+      pg_catalog.format(c_public, (select pg_catalog.string_agg('w.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rw"'),
+      pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'))
+      into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_versions, p_info.table_name, v_deleted;
   end if;
   if not v_complete then
     -- A row was neither written nor answered (e.g. a trigger skipped it): let the caller decide.
@@ -614,13 +652,13 @@ declare
   v_seqs bigint[];        -- per position: seq of a well-formed mutation, null for a malformed one
   v_malformed jsonb[];    -- per position: outcome of a malformed mutation
   v_old_seqs bigint[];    -- seqs applied by an earlier call, and their stored outcomes
-  v_old jsonb[];
+  v_old json[];
   v_done_seqs bigint[] := '{}';   -- seqs applied by this call, and their outcomes, in batch order
-  v_done jsonb[] := '{}';
+  v_done json[] := '{}';
   v_run record;
   v_info sync.tables;
   v_fast boolean;
-  v_outcomes jsonb[];
+  v_outcomes json[];
   v_i int;
   v_m jsonb;
   v_outcome jsonb;
@@ -748,7 +786,7 @@ begin
           v_outcome := pg_catalog.jsonb_build_object('status', 'rejected', 'code', v_state, 'message', v_message);
         end;
         v_done_seqs := pg_catalog.array_append(v_done_seqs, v_seqs[v_i]);
-        v_done := pg_catalog.array_append(v_done, pg_catalog.jsonb_build_object('seq', v_seqs[v_i]) || v_outcome);
+        v_done := pg_catalog.array_append(v_done, (pg_catalog.jsonb_build_object('seq', v_seqs[v_i]) || v_outcome)::json);
       end loop;
     end if;
   end loop;
@@ -762,7 +800,7 @@ begin
     return pg_catalog.array_to_json(v_done);
   end if;
   return (select coalesce(pg_catalog.json_agg(coalesce(m.bad, r.outcome) order by m.n), '[]'::json)
-            from unnest(v_seqs, v_malformed) with ordinality m(seq, bad, n)
+            from unnest(v_seqs, v_malformed::json[]) with ordinality m(seq, bad, n)
             left join unnest(v_done_seqs || v_old_seqs, v_done || v_old) r(seq, outcome) on r.seq = m.seq);
 end
 $$;
