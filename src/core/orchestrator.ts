@@ -77,6 +77,15 @@ interface ResolvedCollection {
   localOnly: readonly string[]
 }
 
+/**
+ * Answers are applied in slices of at most this many outcomes or changes, one transaction each,
+ * with a turn for the host between slices: one slice costs a few milliseconds, so no batch or
+ * page holds the event loop for a frame. A crash between slices is safe: an unapplied outcome's
+ * item is still sent (the retry is answered from the server's record), and the pull cursor moves
+ * only with a page's last slice (re-applying a change is a no-op).
+ */
+const APPLY_SLICE = 100
+
 /** Defaults, in one place. */
 export const DEFAULTS = {
   batchSize: 200,
@@ -550,7 +559,17 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
 
   async function applyOutcomes(batch: QueueItem[], outcomes: MutationOutcome[]): Promise<void> {
     const counts = { applied: 0, conflicts: 0, rejected: 0 }
-    // Listeners hear once per collection per batch, not once per record.
+    for (let from = 0; from < batch.length; from += APPLY_SLICE) {
+      // A turn for the host first: decoding the answer took one already.
+      await yieldToHost()
+      await applyOutcomeSlice(batch, outcomes, from, Math.min(batch.length, from + APPLY_SLICE), counts)
+    }
+    emit({ type: 'pushed', ...counts })
+  }
+
+  /** Applies outcomes `from`..`to` (exclusive) of a batch in one transaction; the batch's records are distinct. */
+  async function applyOutcomeSlice(batch: QueueItem[], outcomes: MutationOutcome[], from: number, to: number, counts: { applied: number; conflicts: number; rejected: number }): Promise<void> {
+    // Listeners hear once per collection per slice, not once per record.
     const touched = new Map<string, string[]>()
     const touch = (name: string, ...ids: string[]): void => {
       const list = touched.get(name)
@@ -561,7 +580,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       tx.afterCommit(() => {
         for (const [name, ids] of touched) notifyCollection(name, ids, 'remote')
       })
-      for (let i = 0; i < batch.length; i++) {
+      for (let i = from; i < to; i++) {
         const item = batch[i]!
         const outcome = outcomes[i]!
         const c = byTable.get(item.entityType)
@@ -624,7 +643,6 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         }
       }
     })
-    emit({ type: 'pushed', ...counts })
   }
 
   // ── pull ────────────────────────────────────────────────────────────────
@@ -642,15 +660,22 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         continue
       }
       if (page.changes.length > 0 || page.cursor !== cursor) {
-        await transact((tx) => {
-          const touched = new Map<string, string[]>()
-          for (const change of page.changes) applyChange(tx, change, touched)
-          tx.write(page.cursor === null ? { type: 'delete', key: META_CURSOR } : { type: 'set', key: META_CURSOR, value: page.cursor })
-          tx.add({ ops: [], apply: () => void (cursor = page.cursor) })
-          tx.afterCommit(() => {
-            for (const [name, ids] of touched) notifyCollection(name, ids, 'remote')
+        // In slices; the cursor moves with the last one.
+        for (let from = 0; from === 0 || from < page.changes.length; from += APPLY_SLICE) {
+          await yieldToHost()
+          const to = Math.min(page.changes.length, from + APPLY_SLICE)
+          await transact((tx) => {
+            const touched = new Map<string, string[]>()
+            for (let i = from; i < to; i++) applyChange(tx, page.changes[i]!, touched)
+            if (to === page.changes.length) {
+              tx.write(page.cursor === null ? { type: 'delete', key: META_CURSOR } : { type: 'set', key: META_CURSOR, value: page.cursor })
+              tx.add({ ops: [], apply: () => void (cursor = page.cursor) })
+            }
+            tx.afterCommit(() => {
+              for (const [name, ids] of touched) notifyCollection(name, ids, 'remote')
+            })
           })
-        })
+        }
       }
       pulled += page.changes.length
       progress = { phase: 'pull', done: pulled, total: null }
@@ -681,17 +706,18 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   function applyChange(tx: Transaction, change: Change, touched: Map<string, string[]>): void {
     const c = byTable.get(change.table)
     if (!c) return
-    if (change.hlc) clock.receive(change.hlc)
     const table = tableOf(c.name)
     const key = table.resolve(change.id)
     resync?.seen.add(`${c.table}\u0000${key}`)
     const rec = table.get(key)
+    // Already held (e.g. the echo of our own write): its stamp was received with it.
+    if (rec && rec.version !== null && change.version <= rec.version) return
+    if (change.hlc) clock.receive(change.hlc)
     const mark = (): void => {
       const ids = touched.get(c.name) ?? []
       ids.push(key)
       touched.set(c.name, ids)
     }
-    if (rec && rec.version !== null && change.version <= rec.version) return
     const remoteRow = stripLocalOnly(change.row, c.localOnly)
     if (!rec) {
       if (change.deleted) return

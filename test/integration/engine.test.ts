@@ -113,6 +113,76 @@ describe('engine through the real stack', () => {
     expect(a.sync.getSyncStatus().queueLength).toBe(0)
   }, 300_000)
 
+  it('a crash between the slices of a push answer or of a pull page loses nothing and applies nothing twice', async () => {
+    // Answers are applied 100 outcomes or changes per transaction, with a turn for the host between
+    // slices. The environment's yieldToHost is where the host takes that turn: hanging it for good
+    // at a chosen turn stops the instance right there, with earlier slices committed and later ones
+    // not, and the next instance starts over the same storage.
+    const user = newUser()
+    const crashAt = (turn: number) => {
+      let turns = 0
+      let crashed!: () => void
+      const crash = new Promise<void>((resolve) => (crashed = resolve))
+      const env = createManualEnvironment({ now: Date.now() })
+      env.yieldToHost = () => {
+        if (++turns !== turn) return Promise.resolve()
+        crashed()
+        return new Promise<void>(() => {})
+      }
+      return { env, crash }
+    }
+    const open = (storage: Storage, env = createManualEnvironment({ now: Date.now() })) => {
+      const sync = createSyncOrchestrator({
+        storage,
+        backend: createSupabaseBackend({ client: stack().createClient(user) }),
+        environment: env,
+        collections: { contacts: {} },
+        batchSize: 250,
+      })
+      const conflicts: SyncEvent[] = []
+      sync.subscribe((e) => e.type === 'conflict' && conflicts.push(e))
+      return { sync, conflicts, contacts: sync.collection<Contact>('contacts') }
+    }
+
+    // Push: one batch of 250; the turn before the answer's second slice never comes back.
+    const pushStorage = createMemoryStorage()
+    const pushCrash = crashAt(2)
+    const a = open(pushStorage, pushCrash.env)
+    await a.sync.ready
+    for (let i = 0; i < 250; i++) await a.contacts.insert({ name: `p${i}` })
+    void a.sync.forceSyncAll()
+    await pushCrash.crash
+    expect(a.sync.getSyncStatus().queueLength).toBe(150)
+    const a2 = open(pushStorage)
+    await a2.sync.ready
+    expect(await a2.sync.forceSyncAll()).toMatchObject({ ok: true })
+    const rows = await serverRows(user)
+    expect(rows.size).toBe(250)
+    // Each row written once: the re-sent 150 were answered from the server's record.
+    expect([...rows.values()].every((r) => r._version === 1 && !r._deleted)).toBe(true)
+    expect(a2.contacts.list().map((c) => c.name).sort()).toEqual([...rows.values()].map((r) => r.name).sort())
+    expect(a2.sync.getSyncStatus()).toMatchObject({ queueLength: 0, failed: 0, conflicts: 0 })
+    expect(a2.conflicts).toHaveLength(0)
+
+    // Pull: a fresh device gets the 250 rows in one page; the turn before its second slice hangs.
+    await settle(stack())
+    const pullStorage = createMemoryStorage()
+    const pullCrash = crashAt(2)
+    const b = open(pullStorage, pullCrash.env)
+    await b.sync.ready
+    void b.sync.forceSyncAll()
+    await pullCrash.crash
+    expect(b.contacts.list()).toHaveLength(100)
+    const b2 = open(pullStorage)
+    await b2.sync.ready
+    expect(b2.contacts.list()).toHaveLength(100)
+    expect(await b2.sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect(b2.contacts.list().map((c) => c.name).sort()).toEqual([...rows.values()].map((r) => r.name).sort())
+    expect(b2.sync.getSyncStatus()).toMatchObject({ queueLength: 0, conflicts: 0 })
+    expect(b2.conflicts).toHaveLength(0)
+    expect((await b2.sync.getMetrics()).dataInSync).toBe(true)
+  }, 120_000)
+
   it('crash safety: a new orchestrator over the same storage after a crash at any point loses nothing and applies nothing twice', async () => {
     type Op = { kind: 'insert' } | { kind: 'update'; pick: number } | { kind: 'delete'; pick: number } | { kind: 'crash'; at: 'idle' | 'lost-push-response' | 'push-request' | 'pull' }
     const op = fc.oneof(
