@@ -120,6 +120,9 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const user = randomUUID()
   const make = () => {
     const env = createManualEnvironment({ now: Date.now(), online: false })
+    // The manual environment's turn for the host is a resolved promise (tests run on virtual
+    // time); here the host gets the turn the Node environment gives: a macrotask (setImmediate).
+    env.yieldToHost = () => new Promise((resolve) => setImmediate(resolve))
     const sync = createSyncOrchestrator({
       storage: createMemoryStorage(),
       backend: createSupabaseBackend({ client: directClient(stack, user) }),

@@ -184,6 +184,17 @@ export function createBrowserEnvironment(options: BrowserEnvironmentOptions = {}
     yieldToHost() {
       const scheduler = win?.scheduler
       if (typeof scheduler?.yield === 'function') return scheduler.yield()
+      // A message is a task without the 4 ms clamp browsers put on chained zero-delay timers.
+      if (typeof MessageChannel === 'function') {
+        return new Promise<void>((resolve) => {
+          const channel = new MessageChannel()
+          channel.port1.onmessage = () => {
+            channel.port1.close()
+            resolve()
+          }
+          channel.port2.postMessage(null)
+        })
+      }
       return new Promise<void>((resolve) => setTimer(resolve, 0))
     },
   }

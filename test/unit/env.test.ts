@@ -61,6 +61,29 @@ describe('browser environment', () => {
     vi.unstubAllGlobals()
   })
 
+  it('yields to the host with scheduler.yield, else with a message (no clamped timer), else a zero timer', async () => {
+    const withScheduler = fakeBrowser()
+    let yields = 0
+    const scheduler = { yield: () => ((yields += 1), Promise.resolve()) }
+    await createBrowserEnvironment({ ...withScheduler, window: Object.assign(withScheduler.window, { scheduler }) }).yieldToHost?.()
+    expect(yields).toBe(1)
+
+    // Chained zero-delay timers are clamped to 4 ms by browsers; a message is not.
+    const plain = fakeBrowser()
+    const order: string[] = []
+    const turn = createBrowserEnvironment(plain).yieldToHost!().then(() => order.push('yielded'))
+    await Promise.resolve()
+    order.push('same task')
+    await turn
+    expect(order).toEqual(['same task', 'yielded'])
+    expect(plain.window.timers).toBe(0)
+
+    vi.stubGlobal('MessageChannel', undefined)
+    const old = fakeBrowser()
+    await createBrowserEnvironment(old).yieldToHost?.()
+    expect(old.window.timers).toBe(1)
+  })
+
   it('reports online/offline events as changes only, and removes its listeners on unsubscribe', () => {
     const fake = fakeBrowser({ onLine: false })
     const env = createBrowserEnvironment(fake)
