@@ -18,6 +18,23 @@
 create schema if not exists sync;
 comment on schema sync is 'sync-orchestrator internals: syncable tables, push idempotency records.';
 
+-- Drops a function whose declared return type is p_old, so the migration can redefine it with
+-- another: `create or replace` cannot change a function's return type. Used by re-runs of this
+-- migration over an older version of it.
+create or replace function sync.drop_if_returns(p_signature text, p_old regtype) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  v_fn regprocedure := pg_catalog.to_regprocedure(p_signature);
+begin
+  if v_fn is not null and (select p.prorettype from pg_catalog.pg_proc p where p.oid = v_fn) = p_old then
+    execute pg_catalog.format('drop function %s', v_fn);
+  end if;
+end
+$$;
+revoke all on function sync.drop_if_returns(text, regtype) from public;
+
 -- auth.uid() is Supabase's; provide the same definition on servers that lack it, so owner defaults
 -- and RLS policies read the same claims everywhere.
 do $$
@@ -467,16 +484,8 @@ $$;
 -- their mutations by key).
 -- Outcomes are built as json, not jsonb: a row goes out as text, and building jsonb for it first
 -- costs more than the write itself.
-do $$
-begin
-  -- Earlier versions returned jsonb[]; the return type of a function cannot be replaced.
-  if (select p.prorettype from pg_catalog.pg_proc p
-       where p.oid = pg_catalog.to_regprocedure('sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[])'))
-     = 'jsonb[]'::pg_catalog.regtype then
-    drop function sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[]);
-  end if;
-end
-$$;
+-- Earlier versions returned jsonb[].
+select sync.drop_if_returns('sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[])', 'jsonb[]');
 
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
                                           p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[])
@@ -632,15 +641,8 @@ $$;
 --   Transient errors (serialization, deadlock, lock timeout, resources) fail the whole call
 --   instead, so the device retries rather than storing them.
 -- - Outcomes are returned in the order of the mutations.
-do $$
-begin
-  -- Earlier versions returned jsonb; the return type of a function cannot be replaced.
-  if (select p.prorettype from pg_catalog.pg_proc p
-       where p.oid = pg_catalog.to_regprocedure('public.sync_push(uuid, jsonb)')) = 'jsonb'::pg_catalog.regtype then
-    drop function public.sync_push(uuid, jsonb);
-  end if;
-end
-$$;
+-- Earlier versions returned jsonb.
+select sync.drop_if_returns('public.sync_push(uuid, jsonb)', 'jsonb');
 
 create or replace function public.sync_push(p_client_id uuid, p_mutations jsonb) returns json
   language plpgsql
@@ -876,15 +878,8 @@ $$;
 -- - A cursor below a requested table's purge horizon may have missed a purged tombstone: the
 --   answer is a reset. When a page ends the stream, the cursor moves past any horizon already
 --   below the snapshot, so a device that resynced is not reset again.
-do $$
-begin
-  -- Earlier versions returned jsonb; the return type of a function cannot be replaced.
-  if (select p.prorettype from pg_catalog.pg_proc p
-       where p.oid = pg_catalog.to_regprocedure('public.sync_pull(text[], jsonb, int)')) = 'jsonb'::pg_catalog.regtype then
-    drop function public.sync_pull(text[], jsonb, int);
-  end if;
-end
-$$;
+-- Earlier versions returned jsonb.
+select sync.drop_if_returns('public.sync_pull(text[], jsonb, int)', 'jsonb');
 
 -- The answer is built in one pass as json: each row is turned into JSON once, from its public
 -- columns (named from the catalog), never into jsonb and back.
