@@ -2,7 +2,8 @@
 --
 -- Makes tables syncable and exposes the RPC functions the client backends call:
 --   sync_enable_table(regclass, text)        make a table syncable (run by the schema owner)
---   sync_push(uuid, jsonb) -> json           exactly-once, per-mutation push
+--   sync_push_runs(jsonb) -> json            exactly-once push of a batch given as runs (the backends')
+--   sync_push(uuid, jsonb) -> json           the same for a batch given as a list of mutations
 --   sync_pull(text[], jsonb, int) -> json    gapless, paged pull across tables
 --   sync_checksum(text[]) -> jsonb           per-table checksum of the caller's live rows
 --   sync_purge_tombstones(interval)          tombstone retention (service role / owner only)
@@ -484,11 +485,34 @@ $$;
 -- their mutations by key).
 -- Outcomes are built as json, not jsonb: a row goes out as text, and building jsonb for it first
 -- costs more than the write itself.
--- Earlier versions returned jsonb[].
-select sync.drop_if_returns('sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[])', 'jsonb[]');
+-- p_partial: an applied write whose stored values of the sent columns equal the sent ones answers
+-- with `partial: true` and a row of only the other columns (the key, the columns the mutation did
+-- not send, and sent columns of a type without equality); the device completes it from the data it
+-- sent. A write that changed a sent column (a trigger, a cast) answers with the whole row.
+-- Earlier versions had no p_partial.
+drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[]);
+
+-- Whether values of a type can be compared with `is not distinct from` (a default btree operator
+-- class for the type, its base type or its element type); json, xml or geometric types cannot.
+create or replace function sync.has_equality(p_type oid) returns boolean
+  language sql stable
+  set search_path = ''
+as $$
+  with recursive b(t, depth) as (
+    select p_type, 0
+    union all
+    select case when ty.typtype = 'd' then ty.typbasetype else ty.typelem end, b.depth + 1
+      from b join pg_catalog.pg_type ty on ty.oid = b.t
+     where (ty.typtype = 'd' or (ty.typcategory = 'A' and ty.typelem <> 0)) and b.depth < 8)
+  select coalesce(bool_and(ty.typtype = 'e' or ty.typcategory = 'S'
+                           or exists (select 1 from pg_catalog.pg_opclass o join pg_catalog.pg_am am on am.oid = o.opcmethod
+                                       where am.amname = 'btree' and o.opcdefault and o.opcintype = ty.oid)), false)
+    from (select b.t from b order by b.depth desc limit 1) leaf join pg_catalog.pg_type ty on ty.oid = leaf.t
+$$;
 
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
-                                          p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[])
+                                          p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[],
+                                          p_partial boolean)
   returns json[]
   language plpgsql
   set search_path = ''
@@ -498,6 +522,7 @@ declare
   v_data jsonb := p_data;
   v_cols text[] := array(select k from pg_catalog.unnest(p_keys) k where k <> p_info.pk_column);
   v_row_cols text[];
+  v_same_cols text[];     -- sent columns a partial answer leaves out when their values are unchanged
   v_key text;
   v_out json[];
   v_complete boolean;
@@ -515,10 +540,18 @@ declare
   c_rows constant text := $f$rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
       pg_catalog.unnest($3::text[]), pg_catalog.jsonb_populate_recordset(null::%1$s, $4))
       with ordinality as s("sync.seq", "sync.id", "sync.hlc")$f$;
+  c_partial constant text := $f$pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'applied',
+      'row', pg_catalog.to_json(%2$s), 'partial', true, 'version', %1$s._version, 'hlc', %1$s._hlc)$f$;
   -- `cross join lateral (select a.c1, a.c2, ...) alias`: the row of alias `a` as devices see it.
   c_public constant text := 'cross join lateral (select %s) %s';
+  v_w text;               -- alias of a written row
+  v_applied text;         -- its outcome (partial when it can be)
+  v_public text;          -- its laterals
 begin
-  select pg_catalog.array_agg(a.attname::text order by a.attnum) into v_row_cols
+  select pg_catalog.array_agg(a.attname::text order by a.attnum),
+         pg_catalog.array_agg(a.attname::text order by a.attnum)
+           filter (where p_partial and a.attname = any (v_cols) and sync.has_equality(a.atttypid))
+    into v_row_cols, v_same_cols
     from pg_catalog.pg_attribute a
    where a.attrelid = v_rel::regclass and a.attnum > 0 and not a.attisdropped
      and a.attname not in ('_version', '_xid', '_deleted', '_hlc');
@@ -533,6 +566,21 @@ begin
     v_key := pg_catalog.format('s.%I', p_info.pk_column);
     select pg_catalog.jsonb_agg(x.d || pg_catalog.jsonb_build_object(p_info.pk_column, x.id) order by x.n) into v_data
       from rows from (pg_catalog.jsonb_array_elements(p_data), pg_catalog.unnest(p_ids)) with ordinality x(d, id, n);
+  end if;
+
+  -- The outcome of a written row (alias i for an insert, w for an update) and the laterals it needs.
+  v_w := case when p_action = 'create' then 'i' else 'w' end;
+  v_public := pg_catalog.format(c_public, (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rw"');
+  if v_same_cols is null then
+    v_applied := pg_catalog.format(c_applied, v_w, '"sync.rw"');
+  else
+    v_applied := pg_catalog.format('case when row(%s) is not distinct from row(%s) then %s else %s end',
+      (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
+      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
+      pg_catalog.format(c_partial, v_w, '"sync.pw"'), pg_catalog.format(c_applied, v_w, '"sync.rw"'));
+    v_public := v_public || ' ' || pg_catalog.format(c_public,
+      (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c
+        where c <> all (v_same_cols)), '"sync.pw"');
   end if;
 
   if p_action = 'create' then
@@ -559,8 +607,8 @@ begin
       pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
       (select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
       (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
-      pg_catalog.format(c_conflict, 'c', '"sync.rc"'), pg_catalog.format(c_applied, 'i', '"sync.ri"'),
-      pg_catalog.format(c_public, (select pg_catalog.string_agg('i.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.ri"'),
+      pg_catalog.format(c_conflict, 'c', '"sync.rc"'), v_applied,
+      v_public,
       pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'))
       into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data;
   else
@@ -609,8 +657,8 @@ begin
            else (select pg_catalog.string_agg(pg_catalog.format('%I = s.%I, ', c, c), '') from pg_catalog.unnest(v_cols) c)
                 || '_deleted = false, _hlc = s."sync.hlc"' end,
       pg_catalog.format(c_applied, 'c', '"sync.rc"'), pg_catalog.format(c_conflict, 'c', '"sync.rc"'),
-      pg_catalog.format(c_applied, 'w', '"sync.rw"'),
-      pg_catalog.format(c_public, (select pg_catalog.string_agg('w.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rw"'),
+      v_applied,
+      v_public,
       pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'))
       into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_versions, p_info.table_name, v_deleted;
   end if;
@@ -626,6 +674,18 @@ $$;
 -- sync_push
 -- ---------------------------------------------------------------------------------------------
 
+-- Two entry points share one core, sync.push_runs:
+-- - sync_push_runs(jsonb), what the backends call: the batch as runs of consecutive mutations of
+--   one table and one action, each field a column, in a single JSON body (PostgREST hands a
+--   function with one unnamed jsonb parameter the request body as it is, parsed once):
+--     {"client_id": uuid, "runs": [{"table": t, "action": "create" | "update" | "delete",
+--       "seq": [...], "id": [...], "data": [{...}, ...] | null, "base": [...] | null, "hlc": [...] | null}]}
+--   A malformed batch fails the call (22023) and changes nothing. Applied writes may answer with
+--   a partial row (see sync.apply_run): the device completes it from the data it sent.
+-- - sync_push(uuid, jsonb), for SQL callers: the batch as a list of mutation objects
+--   [{seq, table, action, id, data, baseVersion, hlc}]; a malformed item is rejected on its own,
+--   and rows are always answered whole.
+--
 -- Invariants:
 -- - Exactly-once per (client, seq, user): a call holds a transaction-scoped advisory lock on
 --   (client, user) while it looks up stored outcomes, applies the rest and stores their outcomes
@@ -633,14 +693,248 @@ $$;
 --   first commits) finds them stored, returns them and changes nothing. The unique key on
 --   sync.idempotency backs this up: a second record for a seq fails the call. A seq repeated
 --   within the batch is applied once; its later items answer with the first one's outcome.
--- - Mutations apply in batch order, in runs of consecutive mutations of one table, action and set
---   of data keys: each run is one set-based statement (two for update/delete) in one
---   subtransaction. If the run raises, it is rolled back and its mutations apply one by one, each in
---   its own subtransaction: an error becomes `rejected` with its SQLSTATE and the rest of the batch
---   proceeds. Either way each mutation gets the outcome it would get applied alone, in order.
---   Transient errors (serialization, deadlock, lock timeout, resources) fail the whole call
---   instead, so the device retries rather than storing them.
+-- - Mutations apply in batch order, run by run. A run whose data objects all have the same keys
+--   is one set-based statement (two for update/delete) in one subtransaction. If the run raises,
+--   or its data keys differ, its mutations apply one by one, each in its own subtransaction: an
+--   error becomes `rejected` with its SQLSTATE and the rest of the batch proceeds. Either way each
+--   mutation gets the outcome it would get applied alone, in order. Transient errors
+--   (serialization, deadlock, lock timeout, resources) fail the whole call instead, so the device
+--   retries rather than storing them.
 -- - Outcomes are returned in the order of the mutations.
+create or replace function sync.push_runs(p_client_id uuid, p_runs jsonb, p_partial boolean) returns json
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_bad text;
+  v_bad_run bigint;
+  v_seqs bigint[];        -- per position (the runs' mutations, in order): seq
+  v_fresh boolean[];      -- per position: applied by this call (not stored before, first occurrence)
+  v_all_fresh boolean;
+  v_old_seqs bigint[];    -- seqs applied by an earlier call, and their stored outcomes
+  v_old json[];
+  v_done_seqs bigint[] := '{}';   -- seqs applied by this call, and their outcomes, in batch order
+  v_done json[] := '{}';
+  v_r record;
+  v_at int := 0;          -- positions before the current run
+  v_keys text[];
+  v_run_seqs bigint[];    -- the current run's fresh mutations, as columns
+  v_ids text[];
+  v_tbl text;
+  v_data jsonb;           -- the run's data array, as sent
+  v_run_data jsonb;       -- the fresh mutations' data
+  v_bases numeric[];
+  v_stamps text[];
+  v_fast boolean;
+  v_ok boolean[];         -- the current run's elements: ids, data, bases, stamps well typed
+  v_info sync.tables;
+  v_outcomes json[];
+  v_outcome jsonb;
+  v_state text;
+  v_message text;
+begin
+  if p_client_id is null then
+    raise exception 'sync_push: the client id is required' using errcode = '22023';
+  end if;
+  if p_runs is null or pg_catalog.jsonb_typeof(p_runs) <> 'array' then
+    raise exception 'sync_push: runs must be an array' using errcode = '22023';
+  end if;
+  if pg_catalog.jsonb_array_length(p_runs) = 0 then
+    return '[]'::json;
+  end if;
+
+  -- Every seq, in order, checked. The rest of each run is checked as it is read, below: a fault
+  -- fails the call, and whatever was applied before it is rolled back with the call.
+  select pg_catalog.array_agg(case when e.ok then (e.v #>> '{}')::bigint end order by r.n, e.k),
+         pg_catalog.min(r.n) filter (where e.ok is not true)
+    into v_seqs, v_bad_run
+    from pg_catalog.jsonb_array_elements(p_runs) with ordinality r(run, n)
+    left join lateral (select x.v, x.k, pg_catalog.jsonb_typeof(x.v) = 'number' and (x.v #>> '{}') ~ '^[0-9]{1,18}$' as ok
+                         from pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(r.run -> 'seq') = 'array'
+                                                                   then r.run -> 'seq' end) with ordinality x(v, k)) e on true;
+  if v_bad_run is not null then
+    raise exception 'sync_push: malformed batch: run %: %', v_bad_run - 1,
+      case when pg_catalog.jsonb_typeof(p_runs -> (v_bad_run::int - 1)) <> 'object' then 'expected an object'
+           else 'seq must be a non-empty array of integers from 0 to 10^18 - 1' end
+      using errcode = '22023';
+  end if;
+
+  -- One call at a time per (client, user): a concurrent attempt of the same batch waits here until
+  -- this transaction ends, then finds its outcomes stored. A hash collision between two clients
+  -- only makes one wait for the other.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('sync_push'),
+                                           pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
+
+  -- Already applied (by an earlier attempt): answer with the stored outcomes. One index probe per
+  -- seq (the lateral limit keeps it so whatever the table's statistics say).
+  select coalesce(pg_catalog.array_agg(u.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
+    into v_old_seqs, v_old
+    from (select distinct s.seq from pg_catalog.unnest(v_seqs) s(seq)) u
+    cross join lateral (select i.outcome from sync.idempotency i
+                         where i.client_id = p_client_id and i.seq = u.seq and i.user_id is not distinct from v_user
+                         limit 1) o;
+
+  select pg_catalog.array_agg(x.fresh order by x.n), pg_catalog.bool_and(x.fresh)
+    into v_fresh, v_all_fresh
+    from (select u.n, u.seq <> all (v_old_seqs) and u.n = pg_catalog.min(u.n) over (partition by u.seq) as fresh
+            from pg_catalog.unnest(v_seqs) with ordinality u(seq, n)) x;
+
+  -- Each field of a run is taken out of the batch once: every `->` copies the value it returns.
+  for v_r in
+    select r.n, pg_catalog.jsonb_typeof(r.run) as kind, r.run -> 'table' as tbl_json, r.run ->> 'action' as act,
+           pg_catalog.jsonb_array_length(r.run -> 'seq') as k,
+           r.run -> 'id' as ids, r.run -> 'data' as data, r.run -> 'base' as bases, r.run -> 'hlc' as hlcs
+      from pg_catalog.jsonb_array_elements(p_runs) with ordinality r(run, n)
+     order by r.n
+  loop
+    v_bad := case
+      when v_r.kind <> 'object' then 'expected an object'
+      when pg_catalog.jsonb_typeof(v_r.tbl_json) is distinct from 'string' then 'table must be a string'
+      when v_r.act is null or v_r.act not in ('create', 'update', 'delete') then 'action must be create, update or delete'
+      when pg_catalog.jsonb_typeof(v_r.ids) is distinct from 'array' or pg_catalog.jsonb_array_length(v_r.ids) <> v_r.k
+        then 'id must be an array as long as seq'
+      when coalesce(pg_catalog.jsonb_typeof(v_r.data), 'null') not in ('array', 'null')
+           or (pg_catalog.jsonb_typeof(v_r.data) = 'array' and pg_catalog.jsonb_array_length(v_r.data) <> v_r.k)
+        then 'data must be null or an array as long as seq'
+      when coalesce(pg_catalog.jsonb_typeof(v_r.bases), 'null') not in ('array', 'null')
+           or (pg_catalog.jsonb_typeof(v_r.bases) = 'array' and pg_catalog.jsonb_array_length(v_r.bases) <> v_r.k)
+        then 'base must be null or an array as long as seq'
+      when coalesce(pg_catalog.jsonb_typeof(v_r.hlcs), 'null') not in ('array', 'null')
+           or (pg_catalog.jsonb_typeof(v_r.hlcs) = 'array' and pg_catalog.jsonb_array_length(v_r.hlcs) <> v_r.k)
+        then 'hlc must be null or an array as long as seq'
+      end;
+    if v_bad is not null then
+      raise exception 'sync_push: malformed batch: run %: %', v_r.n - 1, v_bad using errcode = '22023';
+    end if;
+    v_tbl := v_r.tbl_json #>> '{}';
+    v_data := case when pg_catalog.jsonb_typeof(v_r.data) = 'array' then v_r.data end;
+
+    -- The data keys of the run's first mutation, but sync columns (ignored, as apply_mutation
+    -- ignores them); a set-based run needs every data object to have exactly these (a delete's
+    -- data does not matter).
+    v_keys := case when v_r.act = 'delete' then '{}'::text[] else
+      (select coalesce(pg_catalog.array_agg(k order by k), '{}')
+         from pg_catalog.jsonb_object_keys(case when pg_catalog.jsonb_typeof(v_data -> 0) = 'object' then v_data -> 0 else '{}'::jsonb end) k
+        where k not in ('_version', '_xid', '_deleted', '_hlc')) end;
+    -- The fresh mutations, as columns, and the checks of every element. JSON null data is the same
+    -- as no data: {}. When every mutation is fresh, the run's own data array goes to apply_run as
+    -- it is (a null in it makes the run go one by one).
+    select pg_catalog.array_agg(z.i #>> '{}' order by z.k) filter (where z.fresh),
+           pg_catalog.jsonb_agg(case when pg_catalog.jsonb_typeof(z.d) = 'object' then z.d else '{}'::jsonb end order by z.k)
+             filter (where z.fresh and not v_all_fresh),
+           pg_catalog.array_agg(case when pg_catalog.jsonb_typeof(z.b) = 'number' then (z.b #>> '{}')::numeric end order by z.k)
+             filter (where z.fresh),
+           -- The writer's stamp is kept only if acceptable (sync.hlc_acceptable).
+           pg_catalog.array_agg(case when (z.h #>> '{}') collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]+$' and pg_catalog.length((z.h #>> '{}')) <= 150
+                                      and pg_catalog.left(z.h #>> '{}', 15)::bigint
+                                          <= pg_catalog.floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint + 86400000
+                                     then z.h #>> '{}' end order by z.k) filter (where z.fresh),
+           pg_catalog.bool_and((v_r.act = 'delete'
+                                or pg_catalog.jsonb_typeof(z.d) = 'object' and z.d operator(pg_catalog.?&) v_keys
+                                   and (z.d operator(pg_catalog.-) v_keys
+                                        operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[]) = '{}'::jsonb)
+                               and (pg_catalog.jsonb_typeof(z.b) is distinct from 'number'
+                                    or abs((z.b #>> '{}')::numeric) < 9223372036854775807)) filter (where z.fresh),
+           array[pg_catalog.bool_and(pg_catalog.jsonb_typeof(z.i) in ('string', 'number')),
+                 pg_catalog.bool_and(coalesce(pg_catalog.jsonb_typeof(z.d), 'null') in ('object', 'null')),
+                 pg_catalog.bool_and(coalesce(pg_catalog.jsonb_typeof(z.b), 'null') in ('number', 'null')),
+                 pg_catalog.bool_and(coalesce(pg_catalog.jsonb_typeof(z.h), 'null') in ('string', 'null'))]
+      into v_ids, v_run_data, v_bases, v_stamps, v_fast, v_ok
+      from (select u.*, v_all_fresh or v_fresh[v_at + u.k] as fresh
+              from rows from (pg_catalog.jsonb_array_elements(v_r.ids), pg_catalog.jsonb_array_elements(v_data),
+                              pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.bases) = 'array' then v_r.bases end),
+                              pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.hlcs) = 'array' then v_r.hlcs end))
+                   with ordinality u(i, d, b, h, k)) z;
+    v_bad := case when not v_ok[1] then 'id must hold strings or numbers'
+                  when not v_ok[2] then 'data must hold objects or nulls'
+                  when not v_ok[3] then 'base must hold numbers or nulls'
+                  when not v_ok[4] then 'hlc must hold strings or nulls' end;
+    if v_bad is not null then
+      raise exception 'sync_push: malformed batch: run %: %', v_r.n - 1, v_bad using errcode = '22023';
+    end if;
+    if v_all_fresh then
+      v_run_seqs := v_seqs[v_at + 1 : v_at + v_r.k];
+      v_run_data := v_data;
+    else
+      v_run_seqs := array(select v_seqs[v_at + i] from pg_catalog.generate_series(1, v_r.k) i where v_fresh[v_at + i] order by i);
+    end if;
+    if v_r.act = 'delete' then
+      v_run_data := (select pg_catalog.jsonb_agg('{}'::jsonb) from pg_catalog.generate_series(1, pg_catalog.cardinality(v_run_seqs)));
+    end if;
+    v_at := v_at + v_r.k;
+    continue when pg_catalog.cardinality(v_run_seqs) = 0;
+
+    if v_fast then
+      select * into v_info from sync.tables t where t.table_schema = 'public' and t.table_name = v_tbl;
+      v_fast := found and not (v_r.act = 'create' and v_info.server_ids);
+    end if;
+    if v_fast then
+      begin
+        v_outcomes := sync.apply_run(v_info, v_r.act, v_keys, v_run_seqs, v_ids, v_run_data, v_bases, v_stamps, p_partial);
+      exception when others then
+        get stacked diagnostics v_state = returned_sqlstate;
+        if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
+          raise;
+        end if;
+        v_fast := false;
+      end;
+    end if;
+
+    if v_fast then
+      v_done_seqs := v_done_seqs || v_run_seqs;
+      v_done := v_done || v_outcomes;
+    else
+      for v_i in 1 .. pg_catalog.cardinality(v_run_seqs) loop
+        begin
+          v_outcome := sync.apply_mutation(v_tbl, v_r.act, v_ids[v_i], nullif(v_run_data -> (v_i - 1), 'null'::jsonb),
+                                           v_bases[v_i]::bigint, v_stamps[v_i]);
+        exception when others then
+          get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+          if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
+            raise;
+          end if;
+          v_outcome := pg_catalog.jsonb_build_object('status', 'rejected', 'code', v_state, 'message', v_message);
+        end;
+        v_done_seqs := pg_catalog.array_append(v_done_seqs, v_run_seqs[v_i]);
+        v_done := pg_catalog.array_append(v_done, (pg_catalog.jsonb_build_object('seq', v_run_seqs[v_i]) || v_outcome)::json);
+      end loop;
+    end if;
+  end loop;
+
+  -- Store the outcomes (under the lock above, no concurrent attempt can have stored them).
+  insert into sync.idempotency (client_id, seq, user_id, outcome)
+  select p_client_id, u.seq, v_user, u.outcome from unnest(v_done_seqs, v_done) u(seq, outcome);
+
+  if v_all_fresh then
+    -- Every mutation was applied now, once each: the outcomes are already in batch order.
+    return pg_catalog.array_to_json(v_done);
+  end if;
+  return (select pg_catalog.json_agg(r.outcome order by m.n)
+            from unnest(v_seqs) with ordinality m(seq, n)
+            join unnest(v_done_seqs || v_old_seqs, v_done || v_old) r(seq, outcome) on r.seq = m.seq);
+end
+$$;
+
+create or replace function public.sync_push_runs(jsonb) returns json
+  language plpgsql
+  security invoker
+  set search_path = ''
+as $$
+-- The parameter has no name: PostgREST then passes the whole request body to it.
+begin
+  if $1 is null or pg_catalog.jsonb_typeof($1) <> 'object'
+     or coalesce(($1 ->> 'client_id') ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$', false) is not true then
+    raise exception 'sync_push_runs: expected {"client_id": uuid, "runs": [...]}' using errcode = '22023';
+  end if;
+  return sync.push_runs(($1 ->> 'client_id')::uuid, $1 -> 'runs', true);
+end
+$$;
+
+comment on function public.sync_push_runs(jsonb) is
+  'Apply a batch of mutations, given as runs {client_id, runs: [{table, action, seq[], id[], data[], base[], hlc[]}]}, '
+  'exactly once per (client, seq); returns one outcome per mutation, in order: applied | conflict | rejected.';
+
 -- Earlier versions returned jsonb.
 select sync.drop_if_returns('public.sync_push(uuid, jsonb)', 'jsonb');
 
@@ -650,22 +944,10 @@ create or replace function public.sync_push(p_client_id uuid, p_mutations jsonb)
   set search_path = ''
 as $$
 declare
-  v_user uuid := auth.uid();
   v_seqs bigint[];        -- per position: seq of a well-formed mutation, null for a malformed one
-  v_malformed jsonb[];    -- per position: outcome of a malformed mutation
-  v_old_seqs bigint[];    -- seqs applied by an earlier call, and their stored outcomes
-  v_old json[];
-  v_done_seqs bigint[] := '{}';   -- seqs applied by this call, and their outcomes, in batch order
-  v_done json[] := '{}';
-  v_run record;
-  v_info sync.tables;
-  v_fast boolean;
-  v_outcomes json[];
-  v_i int;
-  v_m jsonb;
-  v_outcome jsonb;
-  v_state text;
-  v_message text;
+  v_malformed json[];     -- per position: outcome of a malformed mutation
+  v_runs jsonb;
+  v_out json;
 begin
   if p_client_id is null then
     raise exception 'sync_push: p_client_id is required' using errcode = '22023';
@@ -679,7 +961,7 @@ begin
 
   -- Shape checks: a malformed item is rejected on its own and not recorded.
   select pg_catalog.array_agg(case when x.ok then (x.e -> 'seq' #>> '{}')::bigint end order by x.n),
-         pg_catalog.array_agg(case when not x.ok then pg_catalog.jsonb_build_object(
+         pg_catalog.array_agg(case when not x.ok then pg_catalog.json_build_object(
            'seq', coalesce(case when pg_catalog.jsonb_typeof(x.e) = 'object' then x.e -> 'seq' end, 'null'::jsonb),
            'status', 'rejected', 'code', '22023',
            'message', 'invalid mutation: expected {seq, table, action: create|update|delete, id, data?, baseVersion, hlc?}')
@@ -697,113 +979,38 @@ begin
                    and coalesce(pg_catalog.jsonb_typeof(a.e -> 'hlc'), 'null') in ('string', 'null'), false) as ok
             from pg_catalog.jsonb_array_elements(p_mutations) with ordinality a(e, n)) x;
 
-  -- One call at a time per (client, user): a concurrent attempt of the same batch waits here until
-  -- this transaction ends, then finds its outcomes stored. A hash collision between two clients
-  -- only makes one wait for the other.
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('sync_push'),
-                                           pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
+  -- The well-formed items as runs: a run breaks where the table, the action or (but for deletes)
+  -- the set of data keys changes.
+  select coalesce(pg_catalog.jsonb_agg(g.run order by g.first), '[]'::jsonb) into v_runs
+    from (select pg_catalog.min(f.n) as first,
+                 pg_catalog.jsonb_build_object('table', pg_catalog.min(f.tbl), 'action', pg_catalog.min(f.act),
+                   'seq', pg_catalog.jsonb_agg(f.e -> 'seq' order by f.n), 'id', pg_catalog.jsonb_agg(f.e -> 'id' order by f.n),
+                   'data', pg_catalog.jsonb_agg(f.e -> 'data' order by f.n),
+                   'base', pg_catalog.jsonb_agg(f.e -> 'baseVersion' order by f.n), 'hlc', pg_catalog.jsonb_agg(f.e -> 'hlc' order by f.n)) as run
+            from (select w.*, pg_catalog.sum(w.brk) over (order by w.n) as run_no
+                    from (select v.*,
+                                 case when (v.tbl, v.act, v.keys) is not distinct from
+                                           (pg_catalog.lag(v.tbl) over o, pg_catalog.lag(v.act) over o, pg_catalog.lag(v.keys) over o)
+                                      then 0 else 1 end as brk
+                            from (select a.n, a.e, a.e ->> 'table' as tbl, a.e ->> 'action' as act,
+                                         case when a.e ->> 'action' <> 'delete' and pg_catalog.jsonb_typeof(a.e -> 'data') = 'object'
+                                              then (select pg_catalog.array_agg(k order by k) from pg_catalog.jsonb_object_keys(a.e -> 'data') k)
+                                         end as keys
+                                    from pg_catalog.jsonb_array_elements(p_mutations) with ordinality a(e, n)
+                                   where v_seqs[a.n] is not null) v
+                          window o as (order by v.n)) w) f
+           group by f.run_no) g;
 
-  -- Already applied (by an earlier attempt): answer with the stored outcomes. One index probe per
-  -- seq (the lateral limit keeps it so whatever the table's statistics say).
-  select coalesce(pg_catalog.array_agg(u.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
-    into v_old_seqs, v_old
-    from (select distinct s.seq from pg_catalog.unnest(v_seqs) s(seq) where s.seq is not null) u
-    cross join lateral (select i.outcome from sync.idempotency i
-                         where i.client_id = p_client_id and i.seq = u.seq and i.user_id is not distinct from v_user
-                         limit 1) o;
-
-  -- The rest, first occurrence of each seq, in runs (see the invariants). A run's `keys` is null
-  -- when its mutation goes one by one: JSON null data, or a base version beyond bigint.
-  for v_run in
-    select (pg_catalog.array_agg(f.tbl))[1] as tbl, (pg_catalog.array_agg(f.act))[1] as act,
-           pg_catalog.min(f.keys) as keys,
-           pg_catalog.array_agg(f.n order by f.n) as ns, pg_catalog.array_agg(f.seq order by f.n) as seqs,
-           pg_catalog.array_agg(f.id order by f.n) as ids,
-           pg_catalog.jsonb_agg(coalesce(f.d, '{}'::jsonb) order by f.n) as data,
-           pg_catalog.array_agg(f.base order by f.n) as bases, pg_catalog.array_agg(f.stamp order by f.n) as stamps
-      from (select g.*, pg_catalog.sum(g.brk) over (order by g.n) as run
-              from (select u.*,
-                           case when u.keys is not null
-                                 and (u.tbl, u.act, u.keys) is not distinct from
-                                     (pg_catalog.lag(u.tbl) over w, pg_catalog.lag(u.act) over w, pg_catalog.lag(u.keys) over w)
-                                then 0 else 1 end as brk
-                      from (select v.n, v.seq, v.tbl, v.act, v.id, v.d, v.base,
-                                   -- The writer's stamp is kept only if acceptable (sync.hlc_acceptable).
-                                   case when v.hlc collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]{1,128}$'
-                                         and pg_catalog.left(v.hlc, 15)::bigint
-                                             <= pg_catalog.floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint + 86400000
-                                        then v.hlc end as stamp,
-                                   case when coalesce(pg_catalog.jsonb_typeof(v.d), 'object') = 'object'
-                                         and coalesce(abs(v.base) < 9223372036854775807, true)
-                                        then (select coalesce(pg_catalog.array_agg(k order by k), '{}')
-                                                from pg_catalog.jsonb_object_keys(coalesce(v.d, '{}'::jsonb)) k
-                                               where k not in ('_version', '_xid', '_deleted', '_hlc'))
-                                   end as keys
-                              from (select distinct on (a.seq) a.n, a.seq, a.e ->> 'table' as tbl, a.e ->> 'action' as act,
-                                           a.e ->> 'id' as id, a.e -> 'data' as d, a.e ->> 'hlc' as hlc,
-                                           case when pg_catalog.jsonb_typeof(a.e -> 'baseVersion') = 'number'
-                                                then (a.e ->> 'baseVersion')::numeric end as base
-                                      from rows from (pg_catalog.jsonb_array_elements(p_mutations), pg_catalog.unnest(v_seqs))
-                                             with ordinality a(e, seq, n)
-                                     where a.seq is not null and a.seq <> all (v_old_seqs)
-                                     order by a.seq, a.n) v) u
-                    window w as (order by u.n)) g) f
-     group by f.run
-     order by f.run
-  loop
-    v_fast := v_run.keys is not null;
-    if v_fast then
-      select * into v_info from sync.tables t where t.table_schema = 'public' and t.table_name = v_run.tbl;
-      v_fast := found and not (v_run.act = 'create' and v_info.server_ids);
-    end if;
-    if v_fast then
-      begin
-        v_outcomes := sync.apply_run(v_info, v_run.act, v_run.keys, v_run.seqs, v_run.ids, v_run.data,
-                                     v_run.bases, v_run.stamps);
-      exception when others then
-        get stacked diagnostics v_state = returned_sqlstate;
-        if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
-          raise;
-        end if;
-        v_fast := false;
-      end;
-    end if;
-
-    if v_fast then
-      v_done_seqs := v_done_seqs || v_run.seqs;
-      v_done := v_done || v_outcomes;
-    else
-      foreach v_i in array v_run.ns loop
-        v_m := p_mutations -> (v_i - 1);
-        begin
-          v_outcome := sync.apply_mutation(v_m ->> 'table', v_m ->> 'action', v_m ->> 'id', v_m -> 'data',
-                                           case when pg_catalog.jsonb_typeof(v_m -> 'baseVersion') = 'number'
-                                                then (v_m ->> 'baseVersion')::numeric::bigint end,
-                                           v_m ->> 'hlc');
-        exception when others then
-          get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
-          if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
-            raise;
-          end if;
-          v_outcome := pg_catalog.jsonb_build_object('status', 'rejected', 'code', v_state, 'message', v_message);
-        end;
-        v_done_seqs := pg_catalog.array_append(v_done_seqs, v_seqs[v_i]);
-        v_done := pg_catalog.array_append(v_done, (pg_catalog.jsonb_build_object('seq', v_seqs[v_i]) || v_outcome)::json);
-      end loop;
-    end if;
-  end loop;
-
-  -- Store the outcomes (under the lock above, no concurrent attempt can have stored them).
-  insert into sync.idempotency (client_id, seq, user_id, outcome)
-  select p_client_id, u.seq, v_user, u.outcome from unnest(v_done_seqs, v_done) u(seq, outcome);
-
-  if pg_catalog.cardinality(v_done) = pg_catalog.jsonb_array_length(p_mutations) then
-    -- Every mutation was applied now, once each: the outcomes are already in batch order.
-    return pg_catalog.array_to_json(v_done);
+  v_out := sync.push_runs(p_client_id, v_runs, false);
+  if pg_catalog.array_position(v_seqs, null) is null then
+    return v_out;
   end if;
-  return (select coalesce(pg_catalog.json_agg(coalesce(m.bad, r.outcome) order by m.n), '[]'::json)
-            from unnest(v_seqs, v_malformed::json[]) with ordinality m(seq, bad, n)
-            left join unnest(v_done_seqs || v_old_seqs, v_done || v_old) r(seq, outcome) on r.seq = m.seq);
+  -- Put the malformed items' outcomes back in their places.
+  return (select pg_catalog.json_agg(coalesce(m.bad, o.outcome) order by m.n)
+            from (select u.*, pg_catalog.count(u.seq) over (order by u.n) as j
+                    from unnest(v_seqs, v_malformed) with ordinality u(seq, bad, n)) m
+            left join pg_catalog.json_array_elements(v_out) with ordinality o(outcome, k)
+              on m.seq is not null and o.k = m.j);
 end
 $$;
 
@@ -1104,6 +1311,7 @@ comment on function public.sync_purge_idempotency(interval) is
 
 revoke all on function public.sync_enable_table(regclass, text) from public;
 revoke all on function public.sync_push(uuid, jsonb) from public;
+revoke all on function public.sync_push_runs(jsonb) from public;
 revoke all on function public.sync_pull(text[], jsonb, int) from public;
 revoke all on function public.sync_checksum(text[]) from public;
 revoke all on function public.sync_purge_tombstones(interval) from public;
@@ -1121,6 +1329,7 @@ begin
       execute pg_catalog.format('revoke all on function public.sync_purge_tombstones(interval) from %I', v_role);
       execute pg_catalog.format('revoke all on function public.sync_purge_idempotency(interval) from %I', v_role);
       execute pg_catalog.format('revoke all on function public.sync_push(uuid, jsonb) from %I', v_role);
+      execute pg_catalog.format('revoke all on function public.sync_push_runs(jsonb) from %I', v_role);
       execute pg_catalog.format('revoke all on function public.sync_pull(text[], jsonb, int) from %I', v_role);
       execute pg_catalog.format('revoke all on function public.sync_checksum(text[]) from %I', v_role);
       execute pg_catalog.format('revoke all on all tables in schema sync from %I', v_role);
@@ -1131,6 +1340,7 @@ begin
   foreach v_role in array array['authenticated', 'service_role'] loop
     if exists (select 1 from pg_catalog.pg_roles where rolname = v_role) then
       execute pg_catalog.format('grant execute on function public.sync_push(uuid, jsonb) to %I', v_role);
+      execute pg_catalog.format('grant execute on function public.sync_push_runs(jsonb) to %I', v_role);
       execute pg_catalog.format('grant execute on function public.sync_pull(text[], jsonb, int) to %I', v_role);
       execute pg_catalog.format('grant execute on function public.sync_checksum(text[]) to %I', v_role);
       execute pg_catalog.format('grant select on sync.tables to %I', v_role);

@@ -1,5 +1,5 @@
 /**
- * What both backends share: the wire form of the sync RPCs (`sync_push`, `sync_pull`,
+ * What both backends share: the wire form of the sync RPCs (`sync_push_runs`, `sync_pull`,
  * `sync_checksum`), and decoding of their answers.
  *
  * Every answer is validated before the engine sees it. A malformed answer becomes a
@@ -9,7 +9,7 @@
  */
 import { z } from 'zod'
 import { SyncError } from '../core/errors.js'
-import type { Change, Cursor, Mutation, MutationOutcome, PullRequest, PullResult, TableChecksum } from '../core/protocol.js'
+import type { Change, Cursor, Mutation, MutationOutcome, PullRequest, PullResult, Row, TableChecksum } from '../core/protocol.js'
 
 /** Names of the server functions the backends call. */
 export interface RpcNames {
@@ -18,9 +18,12 @@ export interface RpcNames {
   checksum: string
 }
 
-/** Default names, as created by the server migration in `sql/`. */
+/**
+ * Default names, as created by the server migration in `sql/`. The push function takes one JSON
+ * argument, the body {@link encodePushBody} builds.
+ */
 export const DEFAULT_RPC_NAMES: Readonly<RpcNames> = Object.freeze({
-  push: 'sync_push',
+  push: 'sync_push_runs',
   pull: 'sync_pull',
   checksum: 'sync_checksum',
 })
@@ -40,7 +43,15 @@ const versionSchema = z.number().int()
 const hlcSchema = z.string().nullable()
 
 const outcomeSchema = z.discriminatedUnion('status', [
-  z.object({ seq: seqSchema, status: z.literal('applied'), row: rowSchema.nullable(), version: versionSchema, hlc: hlcSchema.default(null) }),
+  z.object({
+    seq: seqSchema,
+    status: z.literal('applied'),
+    row: rowSchema.nullable(),
+    // The row holds only the columns the mutation did not send (and its key); the rest are as sent.
+    partial: z.literal(true).optional(),
+    version: versionSchema,
+    hlc: hlcSchema.default(null),
+  }),
   z.object({
     seq: seqSchema,
     status: z.literal('conflict'),
@@ -92,27 +103,72 @@ function decode<T>(schema: z.ZodType<T>, data: unknown, what: string): T {
   return parsed.data
 }
 
-/** The JSON the push function takes: one object per mutation, keys as in {@link Mutation}. */
-export function encodeMutations(mutations: readonly Mutation[]): Mutation[] {
-  // Copy only the protocol's fields so nothing else a caller hangs on a mutation leaves the device.
-  return mutations.map(({ seq, table, action, id, data, baseVersion, hlc }) => ({ seq, table, action, id, data, baseVersion, hlc }))
+/** One run of the push body: consecutive mutations of one table and action, field by field. */
+export interface PushRun {
+  table: string
+  action: Mutation['action']
+  seq: number[]
+  id: string[]
+  /** Each mutation's data (`null` for none); omitted for a run of deletes. */
+  data?: Array<Row | null>
+  base: Array<number | null>
+  hlc: Array<string | null>
+}
+
+/** The JSON argument of the push function: the batch as runs (see `sql/sync_orchestrator.sql`). */
+export interface PushBody {
+  client_id: string
+  runs: PushRun[]
 }
 
 /**
- * Decodes a push answer: exactly one well-formed outcome per mutation, in the mutations' order.
+ * The body of a push: the mutations in order, cut into runs of consecutive mutations with the same
+ * table, action and (but for deletes) set of data keys, which the server applies set-based. Only
+ * the protocol's fields leave the device.
+ */
+export function encodePushBody(clientId: string, mutations: readonly Mutation[]): PushBody {
+  const runs: PushRun[] = []
+  let run: PushRun | undefined
+  let runKey = ''
+  for (const { seq, table, action, id, data, baseVersion, hlc } of mutations) {
+    const key = action === 'delete' ? `${table}\u0000delete` : `${table}\u0000${action}\u0000${data ? Object.keys(data).sort().join('\u0000') : '\u0001'}`
+    if (run === undefined || key !== runKey) {
+      run = { table, action, seq: [], id: [], base: [], hlc: [] }
+      if (action !== 'delete') run.data = []
+      runs.push(run)
+      runKey = key
+    }
+    run.seq.push(seq)
+    run.id.push(id)
+    run.data?.push(data ?? null)
+    run.base.push(baseVersion)
+    run.hlc.push(hlc ?? null)
+  }
+  return { client_id: clientId, runs }
+}
+
+/**
+ * Decodes a push answer: exactly one well-formed outcome per mutation, in the mutations' order. A
+ * partial row is completed with the data the mutation sent.
  * @throws SyncError `server` when the answer is malformed or does not match the batch.
  */
 export function decodePushAnswer(data: unknown, mutations: readonly Mutation[]): MutationOutcome[] {
-  const outcomes = decode(pushAnswerSchema, data, 'push') as MutationOutcome[]
+  const outcomes = decode(pushAnswerSchema, data, 'push')
   if (outcomes.length !== mutations.length) {
     throw malformed('push', `expected ${mutations.length} outcomes, got ${outcomes.length}`)
   }
   for (let i = 0; i < outcomes.length; i++) {
-    if (outcomes[i]!.seq !== mutations[i]!.seq) {
-      throw malformed('push', `outcome ${i} has seq ${outcomes[i]!.seq}, expected ${mutations[i]!.seq}`)
+    const outcome = outcomes[i]!
+    if (outcome.seq !== mutations[i]!.seq) {
+      throw malformed('push', `outcome ${i} has seq ${outcome.seq}, expected ${mutations[i]!.seq}`)
+    }
+    if (outcome.status === 'applied' && outcome.partial !== undefined) {
+      if (outcome.row === null) throw malformed('push', `outcome ${i} is partial without a row`)
+      outcome.row = { ...mutations[i]!.data, ...outcome.row }
+      delete outcome.partial
     }
   }
-  return outcomes
+  return outcomes as MutationOutcome[]
 }
 
 /**

@@ -8,6 +8,7 @@ import type { SupabaseClient } from '@supabase/supabase-js'
 import { startLocalStack } from '../../src/testing/index.js'
 import type { LocalStack, LocalStackOptions } from '../../src/testing/index.js'
 import type { Change, Cursor, Mutation, MutationOutcome, PullResult, TableChecksum } from '../../src/core/protocol.js'
+import { decodePushAnswer, encodePushBody } from '../../src/backends/shared.js'
 
 /** Whether the tests run on a real PostgreSQL server (`DATABASE_URL` set) rather than PGlite. */
 export const onRealPostgres = Boolean(process.env.DATABASE_URL)
@@ -48,6 +49,16 @@ export async function push(client: SupabaseClient, clientId: string, mutations: 
   const { data, error } = await client.rpc('sync_push', { p_client_id: clientId, p_mutations: mutations })
   if (error) throw Object.assign(new Error(`sync_push: ${error.message}`), { code: error.code })
   return data as MutationOutcome[]
+}
+
+/**
+ * Calls `sync_push_runs` with the body the backends send (the batch as runs) and decodes the answer
+ * as they do (partial rows completed); throws on a transport or SQL error.
+ */
+export async function pushRuns(client: SupabaseClient, clientId: string, mutations: Mutation[]): Promise<MutationOutcome[]> {
+  const { data, error } = await client.rpc('sync_push_runs', { ...encodePushBody(clientId, mutations) })
+  if (error) throw Object.assign(new Error(`sync_push_runs: ${error.message}`), { code: error.code })
+  return decodePushAnswer(data, mutations)
 }
 
 /** Calls `sync_pull`; throws on a transport or SQL error. */

@@ -1,18 +1,22 @@
 /**
- * sync_push through supabase-js and PostgREST: outcomes, exactly-once retries, conflicts, and
- * per-mutation rejection.
+ * sync_push and sync_push_runs through supabase-js and PostgREST: outcomes, exactly-once retries,
+ * conflicts, and per-mutation rejection, for a batch given as a list of mutations and as runs.
  */
 import { randomUUID } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import pg from 'pg'
+import type { SupabaseClient } from '@supabase/supabase-js'
 import type { Mutation } from '../../src/core/protocol.js'
+import { decodePushAnswer, encodePushBody } from '../../src/backends/shared.js'
 import {
   PGLITE_ONE_SESSION,
   createContact,
   expectStatus,
   newUser,
   onRealPostgres,
-  push,
+  pull,
+  push as pushList,
+  pushRuns,
   responseLosingFetch,
   sequence,
   useStack,
@@ -20,7 +24,12 @@ import {
 
 const stack = useStack()
 
-describe('sync_push', () => {
+const FORMATS = [
+  { name: 'sync_push, a list of mutations', push: pushList },
+  { name: 'sync_push_runs, runs (what the backends send)', push: pushRuns },
+]
+
+describe.each(FORMATS)('$name', ({ push }) => {
   it('creates, updates and deletes a row, bumping its version each time', async () => {
     const user = newUser()
     const client = stack().createClient(user)
@@ -72,6 +81,13 @@ describe('sync_push', () => {
     const stamp = expectStatus(updated, 'applied').hlc!
     expect(stamp > future).toBe(true)
     expect(stamp.endsWith(':server')).toBe(true)
+
+    // A node id of up to 128 characters, printable and without ':', is kept; anything else is not.
+    const wall = String(Date.now() + 120_000).padStart(15, '0')
+    const stamps = [`${wall}:00001:${'n'.repeat(128)}`, `${wall}:00002:${'n'.repeat(129)}`, `${wall}:00003:a b`, `${wall}:3:node`]
+    const outcomes = await push(client, clientId, stamps.map((hlc, i) => ({ ...createContact(3 + i), hlc })))
+    expect(outcomes.map((o) => expectStatus(o, 'applied').hlc!.endsWith(':server'))).toEqual([false, true, true, true])
+    expect(expectStatus(outcomes[0], 'applied').hlc).toBe(stamps[0])
   })
 
   it('applies a batch once when its response is lost and the batch is retried', async () => {
@@ -171,9 +187,13 @@ describe('sync_push', () => {
     const notes = await stack().query('select 1 from notes where user_id = $1', [user])
     expect(notes).toHaveLength(0)
 
-    // The rejection is the stored outcome: a retry does not re-run the mutation.
+    // The outcomes are stored: a retry, even with other contents, re-runs nothing and gets them back.
+    // (A device never changes a sent mutation; with runs, rows are completed from what it sends.)
     const retried = await push(client, clientId, outcomes.map((_, i) => createContact(i + 1)))
-    expect(retried).toEqual(outcomes)
+    const summary = (o: (typeof outcomes)[number]) => [o.seq, o.status, o.status === 'rejected' ? o.code : o.version]
+    expect(retried.map(summary)).toEqual(outcomes.map(summary))
+    const names = await stack().query('select name from contacts where user_id = $1 order by name', [user])
+    expect(names).toEqual([{ name: 'ok 1' }, { name: 'ok 2' }])
   })
 
   it('assigns the id of a server-keyed table and returns the same id on retry', async () => {
@@ -242,6 +262,34 @@ describe('sync_push', () => {
     expect(row).toEqual({ _deleted: false })
   })
 
+  it.skipIf(!onRealPostgres)(`applies a batch sent twice concurrently exactly once${onRealPostgres ? '' : ` — skipped: ${PGLITE_ONE_SESSION}`}`, async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const id = randomUUID()
+    await push(client, clientId, [createContact(1, {}, id)])
+    // Hold a lock on the row so both attempts are in flight together.
+    const blocker = new pg.Client({ connectionString: stack().databaseUrl })
+    await blocker.connect()
+    try {
+      await blocker.query('begin')
+      await blocker.query('select 1 from contacts where id = $1 for update', [id])
+      const batch: Mutation[] = [{ seq: 2, table: 'contacts', action: 'update', id, data: { phone: 'x' }, baseVersion: null }]
+      const attempts = [push(client, clientId, batch), push(client, clientId, batch)]
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      await blocker.query('commit')
+      const [a, b] = await Promise.all(attempts)
+      expect(a).toEqual(b)
+      expect(expectStatus(a![0], 'applied').version).toBe(2)
+    } finally {
+      await blocker.end()
+    }
+    const [row] = await stack().query('select _version from contacts where id = $1', [id])
+    expect(row).toEqual({ _version: '2' })
+  })
+})
+
+describe('sync_push', () => {
   it('rejects malformed items on their own and refuses a non-array batch', async () => {
     const client = stack().createClient(newUser())
     const clientId = randomUUID()
@@ -270,30 +318,110 @@ describe('sync_push', () => {
     const notArray = await client.rpc('sync_push', { p_client_id: clientId, p_mutations: { seq: 1 } })
     expect(notArray.error?.code).toBe('22023')
   })
+})
 
-  it.skipIf(!onRealPostgres)(`applies a batch sent twice concurrently exactly once${onRealPostgres ? '' : ` — skipped: ${PGLITE_ONE_SESSION}`}`, async () => {
+describe('sync_push_runs', () => {
+  /** Calls sync_push_runs with a body as given; the raw answer or the error. */
+  async function rawRuns(client: SupabaseClient, body: unknown) {
+    return client.rpc('sync_push_runs', body as Record<string, unknown>)
+  }
+
+  it('answers a write with the columns the device did not send, or the whole row when the server changed a sent one', async () => {
+    await stack().query(`
+      create table if not exists public.runs_people (   -- sync_enable_table adds updated_at
+        id uuid primary key, user_id uuid default auth.uid(), email text, tags text[], meta json, note text default 'n');
+      alter table public.runs_people enable row level security;
+      drop policy if exists runs_people_all on public.runs_people;
+      create policy runs_people_all on public.runs_people to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
+      grant select, insert, update on public.runs_people to authenticated;
+      create or replace function public.runs_people_lower() returns trigger language plpgsql as $$
+        begin new.email := lower(new.email); return new; end $$;
+      create or replace trigger runs_people_lower before insert or update on public.runs_people
+        for each row execute function public.runs_people_lower();
+      select sync_enable_table('public.runs_people', 'user_id');`)
     const user = newUser()
     const client = stack().createClient(user)
     const clientId = randomUUID()
-    const id = randomUUID()
-    await push(client, clientId, [createContact(1, {}, id)])
-    // Hold a lock on the row so both attempts are in flight together.
-    const blocker = new pg.Client({ connectionString: stack().databaseUrl })
-    await blocker.connect()
-    try {
-      await blocker.query('begin')
-      await blocker.query('select 1 from contacts where id = $1 for update', [id])
-      const batch: Mutation[] = [{ seq: 2, table: 'contacts', action: 'update', id, data: { phone: 'x' }, baseVersion: null }]
-      const attempts = [push(client, clientId, batch), push(client, clientId, batch)]
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      await blocker.query('commit')
-      const [a, b] = await Promise.all(attempts)
-      expect(a).toEqual(b)
-      expect(expectStatus(a![0], 'applied').version).toBe(2)
-    } finally {
-      await blocker.end()
+    const [a, b] = [randomUUID(), randomUUID()]
+    const mutations: Mutation[] = [
+      { seq: 1, table: 'runs_people', action: 'create', id: a, data: { email: 'a@x', tags: ['t'], meta: { k: [1] } }, baseVersion: null },
+      { seq: 2, table: 'runs_people', action: 'create', id: b, data: { email: 'B@X', tags: ['t'], meta: null }, baseVersion: null },
+      { seq: 3, table: 'runs_people', action: 'update', id: a, data: { note: 'm' }, baseVersion: 1 },
+    ]
+    const { data, error } = await rawRuns(client, encodePushBody(clientId, mutations))
+    expect(error).toBeNull()
+    const [first, second, third] = data as Array<Record<string, unknown>>
+    // Unchanged sent values stay out; the key, unsent columns and json (no equality) come back.
+    expect(first).toMatchObject({ seq: 1, status: 'applied', partial: true, version: 1 })
+    expect(first!.row).toEqual({ id: a, user_id: user, meta: { k: [1] }, note: 'n', updated_at: expect.any(String) })
+    // A trigger changed the sent email: the whole row.
+    expect(second).not.toHaveProperty('partial')
+    expect(second!.row).toEqual({ id: b, user_id: user, email: 'b@x', tags: ['t'], meta: null, note: 'n', updated_at: expect.any(String) })
+    expect(third).toMatchObject({ seq: 3, status: 'applied', partial: true, version: 2 })
+    expect(third!.row).toEqual({ id: a, user_id: user, email: 'a@x', tags: ['t'], meta: { k: [1] }, updated_at: expect.any(String) })
+
+    // Completed on the device, every row is the one another device pulls.
+    const decoded = decodePushAnswer(data, mutations)
+    const pulled = await pull(client, ['runs_people'], null)
+    const latest = new Map(pulled.changes.map((c) => [c.id, c.row]))
+    expect(expectStatus(decoded[1], 'applied').row).toEqual(latest.get(b))
+    expect(expectStatus(decoded[2], 'applied').row).toEqual(latest.get(a))
+  })
+
+  it('applies a run whose data keys differ, repeated and already-applied seqs, and null data as one by one would', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()]
+    const body = {
+      client_id: clientId,
+      runs: [
+        { table: 'contacts', action: 'create', seq: [1, 2, 1], id: [a, b, a], data: [{ name: 'a' }, { name: 'b', phone: '2' }, { name: 'again' }], base: null, hlc: null },
+        { table: 'contacts', action: 'update', seq: [3], id: [a], data: [null], base: [1], hlc: [null] },
+        { table: 'contacts', action: 'create', seq: [4], id: [c], data: [null], base: [null], hlc: [null] },
+      ],
     }
-    const [row] = await stack().query('select _version from contacts where id = $1', [id])
-    expect(row).toEqual({ _version: '2' })
+    const first = await rawRuns(client, body)
+    expect(first.error).toBeNull()
+    const outcomes = first.data as Array<{ seq: number; status: string; version?: number; code?: string; row?: Record<string, unknown> }>
+    expect(outcomes.map((o) => [o.seq, o.status, o.version ?? o.code])).toEqual([
+      [1, 'applied', 1], [2, 'applied', 1], [1, 'applied', 1], [3, 'applied', 2], [4, 'rejected', '23502'],
+    ])
+    expect(outcomes[2]).toEqual(outcomes[0])
+    expect(outcomes[1]!.row).toMatchObject({ name: 'b', phone: '2' })
+
+    // Sent again with one new mutation: the stored outcomes answer, only seq 5 applies.
+    const again = await rawRuns(client, { ...body, runs: [...body.runs, { table: 'contacts', action: 'delete', seq: [5], id: [b], base: [1], hlc: [null] }] })
+    expect(again.error).toBeNull()
+    expect((again.data as unknown[]).slice(0, 5)).toEqual(outcomes)
+    expect((again.data as Array<{ status: string; version: number }>)[5]).toMatchObject({ status: 'applied', version: 2 })
+    const rows = await stack().query('select name, _version from contacts where user_id = $1 order by name', [user])
+    expect(rows).toEqual([{ name: 'a', _version: '2' }, { name: 'b', _version: '2' }])
+  })
+
+  it('refuses a malformed batch with 22023, naming the fault, and applies none of it', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const good = { table: 'contacts', action: 'create', seq: [1], id: [randomUUID()], data: [{ name: 'ok' }], base: [null], hlc: [null] }
+    const cases: Array<[unknown, RegExp]> = [
+      [[good], /client_id/],
+      [{ client_id: 'not-a-uuid', runs: [good] }, /client_id/],
+      [{ client_id: clientId, runs: good }, /runs must be an array/],
+      [{ client_id: clientId, runs: [good, { ...good, action: 'upsert' }] }, /run 1: action/],
+      [{ client_id: clientId, runs: [good, { ...good, seq: [-2] }] }, /run 1: seq/],
+      [{ client_id: clientId, runs: [good, { ...good, seq: [2, 3] }] }, /run 1: id must be an array as long as seq/],
+      [{ client_id: clientId, runs: [good, { ...good, seq: [2], data: ['text'] }] }, /run 1: data must hold objects/],
+      [{ client_id: clientId, runs: [good, { ...good, seq: [2], base: ['1'] }] }, /run 1: base must hold numbers/],
+      [{ client_id: clientId, runs: [good, { ...good, seq: [2], hlc: [1] }] }, /run 1: hlc must hold strings/],
+      [{ client_id: clientId, runs: [good, 'run'] }, /run 1: expected an object/],
+    ]
+    for (const [body, message] of cases) {
+      const { error } = await rawRuns(client, body)
+      expect(error?.code, JSON.stringify(body)).toBe('22023')
+      expect(error?.message).toMatch(message)
+    }
+    const rows = await stack().query('select 1 from contacts where user_id = $1', [user])
+    expect(rows).toHaveLength(0)
   })
 })

@@ -30,7 +30,7 @@ type WithFailedQueue = SyncOrchestrator & {
   discardFailed(ids?: readonly string[]): Promise<void>
 }
 
-/** Name of the RPC a request calls (`sync_push`, …), or `null` for anything else. */
+/** Name of the RPC a request calls (`sync_push_runs`, …), or `null` for anything else. */
 function rpcOf(input: RequestInfo | URL): string | null {
   const url = String(input instanceof Request ? input.url : input)
   return /\/rpc\/(\w+)/.exec(url)?.[1] ?? null
@@ -145,7 +145,7 @@ describe('resilience through the real stack', () => {
     const bound = delays.length + 1
     expect(outageCalls.length).toBeGreaterThanOrEqual(3)
     expect(outageCalls.length).toBeLessThanOrEqual(bound)
-    expect(outageCalls.every((c) => c.rpc === 'sync_push')).toBe(true)
+    expect(outageCalls.every((c) => c.rpc === 'sync_push_runs')).toBe(true)
     for (let i = 1; i < outageCalls.length; i++) {
       const gap = outageCalls[i]!.at - outageCalls[i - 1]!.at
       // Never sooner than the backoff asks; a run can end a step late, never early.
@@ -194,7 +194,7 @@ describe('resilience through the real stack', () => {
       const response = await fetch(input, { ...init, headers })
       if (rpc) statuses.push({ rpc, status: response.status })
       // The first push batch gets through; the session expires right after it.
-      if (rpc === 'sync_push' && response.ok) expire = true
+      if (rpc === 'sync_push_runs' && response.ok) expire = true
       return response
     }) as typeof fetch
     const recorder = createResponseRecorder({ fetch: faulty })

@@ -179,10 +179,10 @@ describe('Supabase backend', () => {
     const backend = createSupabaseBackend({ client })
     const outcomes = await backend.push('c0ffee00-0000-4000-8000-000000000000', [mutation(1), mutation(2)])
     expect(outcomes.map((o) => o.status)).toEqual(['applied', 'rejected'])
-    expect(requests[0]!.url).toMatch(/\/rest\/v1\/rpc\/sync_push$/)
+    expect(requests[0]!.url).toMatch(/\/rest\/v1\/rpc\/sync_push_runs$/)
     expect(requests[0]!.body).toEqual({
-      p_client_id: 'c0ffee00-0000-4000-8000-000000000000',
-      p_mutations: [mutation(1), mutation(2)],
+      client_id: 'c0ffee00-0000-4000-8000-000000000000',
+      runs: [{ table: 'contacts', action: 'update', seq: [1, 2], id: ['id-1', 'id-2'], data: [{ name: 'n1' }, { name: 'n2' }], base: [1, 1], hlc: [null, null] }],
     })
   })
 
@@ -383,7 +383,11 @@ describe('Postgres backend', () => {
     const [role, claims] = queries[1]!.params as [string, string]
     expect(role).toBe('authenticated')
     expect(JSON.parse(claims)).toEqual({ email: 'a@b.c', sub: user.id, role: 'authenticated' })
-    expect(JSON.parse(String(queries[2]!.params![1]))).toEqual([mutation(1)])
+    expect(queries[2]!.sql).toMatch(/"public"\."sync_push_runs"\(\$1::jsonb\)/)
+    expect(JSON.parse(String(queries[2]!.params![0]))).toEqual({
+      client_id: 'c0ffee00-0000-4000-8000-000000000000',
+      runs: [{ table: 'contacts', action: 'update', seq: [1], id: ['id-1'], data: [{ name: 'n1' }], base: [1], hlc: [null] }],
+    })
     expect(releases).toEqual([undefined])
   })
 

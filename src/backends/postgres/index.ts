@@ -9,7 +9,7 @@
  * ```sql
  * begin;
  * select set_config('role', $role, true), set_config('request.jwt.claims', $claims, true);
- * select public.sync_push(p_client_id => $1, p_mutations => $2);
+ * select public.sync_push_runs($1);   -- {client_id, runs}
  * commit;
  * ```
  * (`set_config('role', …, true)` is `set local role`, taking the role as a parameter.)
@@ -30,7 +30,7 @@ import {
   decodePullAnswer,
   decodePushAnswer,
   effectiveLimit,
-  encodeMutations,
+  encodePushBody,
   positiveInteger,
   type RpcNames,
 } from '../shared.js'
@@ -57,7 +57,7 @@ export interface PostgresBackendOptions {
   user: PostgresUser | (() => PostgresUser | Promise<PostgresUser>)
   /** Cap on changes per pull answer, whatever the engine asks for (default 1000). */
   pullLimit?: number
-  /** Names of the server functions (defaults: `sync_push`, `sync_pull`, `sync_checksum`). */
+  /** Names of the server functions (defaults: `sync_push_runs`, `sync_pull`, `sync_checksum`). */
   rpc?: Partial<RpcNames>
   /** Schema holding the server functions (default `public`). */
   schema?: string
@@ -97,7 +97,7 @@ export function createPostgresBackend(options: PostgresBackendOptions): Backend 
   const resolved = resolvePostgresBackendOptions(options)
   const { pool, pullLimit, rpc } = resolved
   const fn = (name: string): string => `${quoteIdent(resolved.schema)}.${quoteIdent(name)}`
-  const pushSql = `select ${fn(rpc.push)}(p_client_id => $1::uuid, p_mutations => $2::jsonb) as result`
+  const pushSql = `select ${fn(rpc.push)}($1::jsonb) as result`
   const pullSql = `select ${fn(rpc.pull)}(p_tables => $1::text[], p_cursor => $2::jsonb, p_limit => $3::int) as result`
   const checksumSql = `select ${fn(rpc.checksum)}(p_tables => $1::text[]) as result`
   const setUserSql = `select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`
@@ -199,7 +199,7 @@ export function createPostgresBackend(options: PostgresBackendOptions): Backend 
   return {
     async push(clientId: string, mutations: readonly Mutation[], callOptions: CallOptions = {}): Promise<MutationOutcome[]> {
       if (mutations.length === 0) return []
-      const data = await run(pushSql, [clientId, JSON.stringify(encodeMutations(mutations))], callOptions.signal)
+      const data = await run(pushSql, [JSON.stringify(encodePushBody(clientId, mutations))], callOptions.signal)
       return decodePushAnswer(data, mutations)
     },
 

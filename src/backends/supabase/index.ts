@@ -1,6 +1,6 @@
 /**
  * The Supabase backend: the sync protocol over supabase-js RPC calls to the functions the server
- * migration installs (`sync_push`, `sync_pull`, `sync_checksum`), run by PostgREST as the caller so
+ * migration installs (`sync_push_runs`, `sync_pull`, `sync_checksum`), run by PostgREST as the caller so
  * row level security applies.
  *
  * supabase-js answers `{ data, error, status }` instead of throwing; every failure is turned into a
@@ -19,7 +19,7 @@ import {
   decodePullAnswer,
   decodePushAnswer,
   effectiveLimit,
-  encodeMutations,
+  encodePushBody,
   positiveInteger,
   type RpcNames,
 } from '../shared.js'
@@ -36,7 +36,7 @@ export interface SupabaseBackendOptions {
   client: SupabaseClient<any, any, any>
   /** Cap on changes per pull answer, whatever the engine asks for (default 1000). */
   pullLimit?: number
-  /** Names of the server functions (defaults: `sync_push`, `sync_pull`, `sync_checksum`). */
+  /** Names of the server functions (defaults: `sync_push_runs`, `sync_pull`, `sync_checksum`). */
   rpc?: Partial<RpcNames>
   /**
    * The recorder whose `fetch` was given to `createClient`; lets a 429 carry the server's
@@ -125,7 +125,7 @@ export function createSupabaseBackend(options: SupabaseBackendOptions): Backend 
   return {
     async push(clientId: string, mutations: readonly Mutation[], callOptions: CallOptions = {}): Promise<MutationOutcome[]> {
       if (mutations.length === 0) return []
-      const data = await call(rpc.push, { p_client_id: clientId, p_mutations: encodeMutations(mutations) }, callOptions.signal)
+      const data = await call(rpc.push, { ...encodePushBody(clientId, mutations) }, callOptions.signal)
       return decodePushAnswer(data, mutations)
     },
 
