@@ -15,7 +15,8 @@
  *
  * Prints a human-readable line and one JSON line per figure. Never passes or fails on time.
  * Sized for 2 cores. Environment: `BENCH_LARGE_ROWS` overrides the 1,000,000 of (3) for a quick
- * run; `BENCH_PARTS` (e.g. `push,pull`) runs only some parts; `DATABASE_URL` selects PostgreSQL.
+ * run; `BENCH_PARTS` (e.g. `push,pull`) runs only some parts; `BENCH_PUSH_BATCHES` (e.g. `1000,5000`)
+ * sets the push batch sizes; `DATABASE_URL` selects PostgreSQL.
  */
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
@@ -26,7 +27,7 @@ import { createPostgresBackend } from '../src/backends/postgres/index.js'
 import { startLocalStack, type LocalStack } from '../src/testing/index.js'
 
 const PUSH_ROWS = 10_000
-const PUSH_BATCHES = [100, 500, 1000]
+const PUSH_BATCHES = (process.env.BENCH_PUSH_BATCHES ?? '100,500,1000,2000').split(',').map(Number)
 const PULL_SIZES = [10_000, 100_000]
 const PAGE = 1000
 const LARGE_ROWS = Number(process.env.BENCH_LARGE_ROWS ?? 1_000_000)
