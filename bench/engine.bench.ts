@@ -10,7 +10,8 @@
  * count as the engine's stalls. Each stall figure is printed with the machine's scheduling noise
  * over the same window: the longest event-loop delay of an idle sibling Node process, which a
  * small machine with the database and PostgREST on its other core makes far from zero.
- * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`.
+ * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`. `ENGINE_BATCH` sets the
+ * push batch size (default: the orchestrator's, 200).
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -128,6 +129,7 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
       backend: createSupabaseBackend({ client: directClient(stack, user) }),
       environment: env,
       collections: { contacts: {} },
+      ...(process.env.ENGINE_BATCH ? { batchSize: Number(process.env.ENGINE_BATCH) } : {}),
     })
     return { sync, env, contacts: sync.collection('contacts') }
   }

@@ -769,19 +769,35 @@ begin
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('sync_push'),
                                            pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
 
-  -- Already applied (by an earlier attempt): answer with the stored outcomes. One index probe per
-  -- seq (the lateral limit keeps it so whatever the table's statistics say).
-  select coalesce(pg_catalog.array_agg(u.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
-    into v_old_seqs, v_old
-    from (select distinct s.seq from pg_catalog.unnest(v_seqs) s(seq)) u
-    cross join lateral (select i.outcome from sync.idempotency i
-                         where i.client_id = p_client_id and i.seq = u.seq and i.user_id is not distinct from v_user
-                         limit 1) o;
+  -- Already applied (by an earlier attempt): answer with the stored outcomes. A fresh batch (the
+  -- usual case) is told by one probe of the key's range; otherwise one index probe per seq (the
+  -- lateral limit keeps it so whatever the table's statistics say).
+  v_old_seqs := '{}';
+  v_old := '{}';
+  if exists (select 1 from sync.idempotency i
+              where i.client_id = p_client_id
+                and i.seq between (select pg_catalog.min(s) from pg_catalog.unnest(v_seqs) s)
+                              and (select pg_catalog.max(s) from pg_catalog.unnest(v_seqs) s)
+                and i.user_id is not distinct from v_user) then
+    select coalesce(pg_catalog.array_agg(u.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
+      into v_old_seqs, v_old
+      from (select distinct s.seq from pg_catalog.unnest(v_seqs) s(seq)) u
+      cross join lateral (select i.outcome from sync.idempotency i
+                           where i.client_id = p_client_id and i.seq = u.seq and i.user_id is not distinct from v_user
+                           limit 1) o;
+  end if;
 
-  select pg_catalog.array_agg(x.fresh order by x.n), pg_catalog.bool_and(x.fresh)
-    into v_fresh, v_all_fresh
-    from (select u.n, u.seq <> all (v_old_seqs) and u.n = pg_catalog.min(u.n) over (partition by u.seq) as fresh
-            from pg_catalog.unnest(v_seqs) with ordinality u(seq, n)) x;
+  -- Fresh: not stored, and the first occurrence of its seq in the batch. Strictly increasing seqs
+  -- (what a device sends) repeat none.
+  if pg_catalog.cardinality(v_old_seqs) = 0
+     and not exists (select 1 from pg_catalog.generate_subscripts(v_seqs, 1) i where i > 1 and v_seqs[i] <= v_seqs[i - 1]) then
+    v_all_fresh := true;
+  else
+    select pg_catalog.array_agg(x.fresh order by x.n), pg_catalog.bool_and(x.fresh)
+      into v_fresh, v_all_fresh
+      from (select u.n, u.seq <> all (v_old_seqs) and u.n = pg_catalog.min(u.n) over (partition by u.seq) as fresh
+              from pg_catalog.unnest(v_seqs) with ordinality u(seq, n)) x;
+  end if;
 
   -- Each field of a run is taken out of the batch once: every `->` copies the value it returns.
   for v_r in
