@@ -968,14 +968,9 @@ declare
   v_runs jsonb;
   v_out json;
 begin
-  if p_client_id is null then
-    raise exception 'sync_push: p_client_id is required' using errcode = '22023';
-  end if;
+  -- (sync.push_runs checks the client id and answers an empty batch.)
   if p_mutations is null or pg_catalog.jsonb_typeof(p_mutations) <> 'array' then
     raise exception 'sync_push: p_mutations must be an array' using errcode = '22023';
-  end if;
-  if pg_catalog.jsonb_array_length(p_mutations) = 0 then
-    return '[]'::json;
   end if;
 
   -- Shape checks: a malformed item is rejected on its own and not recorded.
