@@ -147,6 +147,15 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[])
   return { client_id: clientId, runs }
 }
 
+const SYNC_COLUMNS = new Set(['_version', '_xid', '_deleted', '_hlc'])
+
+/** The data a mutation sent, without sync columns (the server ignores them; rows never carry them). */
+function withoutSyncColumns(data: Row | undefined): Row {
+  const out: Row = {}
+  for (const key in data) if (!SYNC_COLUMNS.has(key)) out[key] = data[key]
+  return out
+}
+
 /**
  * Decodes a push answer: exactly one well-formed outcome per mutation, in the mutations' order. A
  * partial row is completed with the data the mutation sent.
@@ -164,7 +173,7 @@ export function decodePushAnswer(data: unknown, mutations: readonly Mutation[]):
     }
     if (outcome.status === 'applied' && outcome.partial !== undefined) {
       if (outcome.row === null) throw malformed('push', `outcome ${i} is partial without a row`)
-      outcome.row = { ...mutations[i]!.data, ...outcome.row }
+      outcome.row = { ...withoutSyncColumns(mutations[i]!.data), ...outcome.row }
       delete outcome.partial
     }
   }

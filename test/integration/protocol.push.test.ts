@@ -230,6 +230,7 @@ describe.each(FORMATS)('$name', ({ push }) => {
       createContact(1, { email: 'a@example.com', _version: 42, _deleted: true, _xid: '1', _hlc: 'bogus' }, id),
     ])
     expect(expectStatus(created, 'applied')).toMatchObject({ version: 1, row: { user_id: user, tags: [] } })
+    expect(Object.keys(expectStatus(created, 'applied').row!).filter((key) => key.startsWith('_'))).toEqual([])
     await push(client, clientId, [{ seq: 2, table: 'contacts', action: 'update', id, data: { phone: '1' }, baseVersion: null }])
     const [row] = await stack().query('select email, phone, _deleted, _version from contacts where id = $1', [id])
     expect(row).toEqual({ email: 'a@example.com', phone: '1', _deleted: false, _version: '2' })

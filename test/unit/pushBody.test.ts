@@ -3,7 +3,7 @@
  */
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import type { Mutation } from '../../src/core/protocol.js'
+import type { Mutation, MutationOutcome } from '../../src/core/protocol.js'
 import { decodePushAnswer, encodePushBody, type PushBody } from '../../src/backends/shared.js'
 import { SyncError } from '../../src/core/errors.js'
 
@@ -76,6 +76,11 @@ describe('encodePushBody', () => {
   })
 })
 
+function expectApplied(outcome: MutationOutcome | undefined): Extract<MutationOutcome, { status: 'applied' }> {
+  if (outcome?.status !== 'applied') throw new Error(`expected applied, got ${JSON.stringify(outcome)}`)
+  return outcome
+}
+
 describe('decodePushAnswer', () => {
   const create: Mutation = { seq: 7, table: 't', action: 'create', id: 'a', data: { id: 'a', name: 'Ann', n: 1 }, baseVersion: null }
   const update: Mutation = { seq: 8, table: 't', action: 'update', id: 'a', data: { name: 'Bo' }, baseVersion: 1 }
@@ -90,6 +95,12 @@ describe('decodePushAnswer', () => {
     )
     expect(created).toEqual({ seq: 7, status: 'applied', row: { id: 'a', name: 'Ann', n: 1, owner: 'u1', note: null }, version: 1, hlc: 'h1' })
     expect(updated).toEqual({ seq: 8, status: 'applied', row: { id: 'a', name: 'Bo', n: 5, owner: 'u1', note: 'x' }, version: 2, hlc: 'h2' })
+  })
+
+  it('leaves sync columns the mutation sent out of a completed row', () => {
+    const withSync: Mutation = { ...create, data: { id: 'a', name: 'Ann', _version: 42, _deleted: true, _xid: '1', _hlc: 'x' } }
+    const [outcome] = decodePushAnswer([{ seq: 7, status: 'applied', row: { id: 'a', n: 0 }, partial: true, version: 1, hlc: 'h' }], [withSync])
+    expect(expectApplied(outcome).row).toEqual({ id: 'a', name: 'Ann', n: 0 })
   })
 
   it('leaves a whole row as it is', () => {
