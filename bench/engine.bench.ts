@@ -115,6 +115,23 @@ async function bulkLimit(stack: LocalStack, rows: number): Promise<number> {
   return rows / ((performance.now() - t) / 1000)
 }
 
+/**
+ * Runs one forceSyncAll, watching the event loop (and an idle sibling process's, as the noise
+ * floor); throws if the sync fails.
+ */
+async function timedSync(sync: { forceSyncAll(): Promise<{ ok: boolean; message?: string }> }, what: string) {
+  const noise = await startNoiseProbe()
+  const h = monitorEventLoopDelay({ resolution: 1 })
+  h.enable()
+  const t = performance.now()
+  const result = await sync.forceSyncAll()
+  const seconds = (performance.now() - t) / 1000
+  h.disable()
+  const noiseMs = await noise.stop()
+  if (!result.ok) throw new Error(`${what} failed: ${result.message}`)
+  return { seconds, h, noiseMs }
+}
+
 async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const N = 10_000
   const limit = await bulkLimit(stack, N)
@@ -137,15 +154,7 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   await a.sync.ready
   for (let i = 0; i < N; i++) await a.contacts.insert({ name: `c${i}` })
   a.env.setOnline(true)
-  const noise = await startNoiseProbe()
-  const h = monitorEventLoopDelay({ resolution: 1 })
-  h.enable()
-  const t = performance.now()
-  const result = await a.sync.forceSyncAll()
-  const seconds = (performance.now() - t) / 1000
-  h.disable()
-  const noiseMs = await noise.stop()
-  if (!result.ok) throw new Error(`backlog sync failed: ${result.message}`)
+  const { seconds, h, noiseMs } = await timedSync(a.sync, 'backlog sync')
   const rate = N / seconds
   report(`offline backlog of ${N}: synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}`, {
     bench: 'offline-backlog', changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit),
@@ -156,15 +165,7 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const b = make()
   await b.sync.ready
   b.env.setOnline(true)
-  const noise2 = await startNoiseProbe()
-  const h2 = monitorEventLoopDelay({ resolution: 1 })
-  h2.enable()
-  const t2 = performance.now()
-  const pulled = await b.sync.forceSyncAll()
-  const s2 = (performance.now() - t2) / 1000
-  h2.disable()
-  const noise2Ms = await noise2.stop()
-  if (!pulled.ok) throw new Error(`pull failed: ${pulled.message}`)
+  const { seconds: s2, h: h2, noiseMs: noise2Ms } = await timedSync(b.sync, 'pull')
   report(`pull of ${b.contacts.list().length} changes into a fresh device: ${r3(s2)} s; longest event-loop stall ${r3(h2.max / 1e6)} ms (p99 ${r3(h2.percentile(99) / 1e6)} ms; idle sibling process ${r3(noise2Ms)} ms)`, {
     bench: 'event-loop-stall', phase: 'pull', changes: b.contacts.list().length, seconds: r3(s2), maxMs: r3(h2.max / 1e6), p99Ms: r3(h2.percentile(99) / 1e6), noiseFloorMs: r3(noise2Ms),
   })
