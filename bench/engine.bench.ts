@@ -5,9 +5,9 @@
  * during a 10,000-change push and a 10,000-change pull. Prints figures and one JSON line each;
  * never passes or fails on time.
  *
- * The engine talks to PostgREST straight (supabase-js with a fetch aimed at PostgREST): the local
- * stack's API gateway runs inside this process, and an app's gateway does not, so its work would
- * count as the engine's stalls. Each stall figure is printed with the machine's scheduling noise
+ * The engine talks to PostgREST straight (see bench/direct.ts): the local stack's API gateway runs
+ * inside this process, and an app's gateway does not, so its work would count as the engine's
+ * stalls. Each stall figure is printed with the machine's scheduling noise
  * over the same window: the longest event-loop delay of an idle sibling Node process, which a
  * small machine with the database and PostgREST on its other core makes far from zero.
  * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`. `ENGINE_BATCH` sets the
@@ -26,6 +26,7 @@ import { createMemoryStorage } from '../src/storage/memory.js'
 import { createFileStorage } from '../src/storage/file.js'
 import { createManualEnvironment } from '../src/env/manual.js'
 import { startLocalStack, type LocalStack } from '../src/testing/index.js'
+import { directClient } from './direct.js'
 import type { Backend } from '../src/core/protocol.js'
 import type { Storage } from '../src/core/storage.js'
 
@@ -63,16 +64,6 @@ async function writeLatency(kind: 'memory' | 'file', queued: number): Promise<vo
   })
   await sync.close()
   rmSync(dir, { recursive: true, force: true })
-}
-
-/** supabase-js for `user`, with requests sent straight to PostgREST instead of through the in-process gateway. */
-function directClient(stack: LocalStack, user: string) {
-  const gateway = `${stack.url}/rest/v1`
-  const direct = (url: string): string => (url.startsWith(gateway) ? stack.postgrestUrl + url.slice(gateway.length) : url)
-  return stack.createClient(user, {
-    fetch: ((input: RequestInfo | URL, init?: RequestInit) =>
-      input instanceof Request ? fetch(new Request(direct(input.url), input), init) : fetch(direct(String(input)), init)) as typeof fetch,
-  })
 }
 
 /** An idle sibling process measuring its own event-loop delay until stopped: the noise floor. */

@@ -3,9 +3,10 @@
  * PGlite, or on the PostgreSQL of DATABASE_URL), each figure set against a limit measured in the
  * same run on the same stack:
  *
- * 1. push: 10,000 creates through the Supabase backend in batches of 100 / 500 / 1000, against one
- *    bulk-upsert RPC of the same rows through the same PostgREST (a bench-only SQL function) and a
- *    direct SQL insert. Ratio = push rows/s ÷ bulk-RPC rows/s (target ≥ 0.5).
+ * 1. push: 10,000 creates through the Supabase backend in batches of 100 / 500 / 1000 / 2000,
+ *    against one bulk-upsert RPC of the same rows through the same PostgREST (a bench-only SQL
+ *    function) and a direct SQL insert; median of 3 interleaved rounds, fresh rows each time.
+ *    Ratio = push rows/s ÷ bulk-RPC rows/s (target ≥ 0.5).
  * 2. pull: 10,000 and 100,000 rows through the backend (pages of 1000) against a raw PostgREST
  *    select of the same rows, keyset-paged by 1000 on the primary key; median of 3 interleaved
  *    rounds. Ratio = backend ÷ raw (target ≥ 0.5). The Postgres backend is shown too.
@@ -13,10 +14,11 @@
  *    (bulk written with generate_series, owned by other users, as in a shared multi-tenant table).
  *    Ratio = large ÷ small median (target ≤ 2).
  *
- * Prints a human-readable line and one JSON line per figure. Never passes or fails on time.
+ * Every request goes to PostgREST straight (bench/direct.ts), not through the stack's in-process
+ * gateway. Prints a human-readable line and one JSON line per figure. Never passes or fails on time.
  * Sized for 2 cores. Environment: `BENCH_LARGE_ROWS` overrides the 1,000,000 of (3) for a quick
  * run; `BENCH_PARTS` (e.g. `push,pull`) runs only some parts; `BENCH_PUSH_BATCHES` (e.g. `1000,5000`)
- * sets the push batch sizes; `DATABASE_URL` selects PostgreSQL.
+ * sets the push batch sizes; `BENCH_PUSH_ROUNDS` the push rounds (3); `DATABASE_URL` selects PostgreSQL.
  */
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
@@ -25,6 +27,7 @@ import type { Backend, Cursor, Mutation } from '../src/core/protocol.js'
 import { createSupabaseBackend } from '../src/backends/supabase/index.js'
 import { createPostgresBackend } from '../src/backends/postgres/index.js'
 import { startLocalStack, type LocalStack } from '../src/testing/index.js'
+import { directClient } from './direct.js'
 
 const PUSH_ROWS = 10_000
 const PUSH_BATCHES = (process.env.BENCH_PUSH_BATCHES ?? '100,500,1000,2000').split(',').map(Number)
@@ -34,6 +37,7 @@ const LARGE_ROWS = Number(process.env.BENCH_LARGE_ROWS ?? 1_000_000)
 const SMALL_ROWS = 10_000
 const LATENCY_ROUNDS = 20
 const PULL_ROUNDS = 3
+const PUSH_ROUNDS = Number(process.env.BENCH_PUSH_ROUNDS ?? 3)
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'push,pull,latency').split(',').map((part) => part.trim()))
 
 /** A syncable table owned per user through RLS, as the demo's tables are. */
@@ -146,7 +150,7 @@ async function rawSelectAll(client: SupabaseClient, table: string): Promise<numb
 
 async function benchPush(stack: LocalStack, pool: pg.Pool): Promise<void> {
   const userId = randomUUID()
-  const client = stack.createClient(userId, { expiresInSeconds: 3 * 3600 })
+  const client = directClient(stack, userId, { expiresInSeconds: 3 * 3600 })
   const backend = createSupabaseBackend({ client })
   const db = stack.kind
 
@@ -154,42 +158,71 @@ async function benchPush(stack: LocalStack, pool: pg.Pool): Promise<void> {
   await rpcOrThrow(client, 'bench_bulk_upsert', { p_rows: rowsFor(100) })
   await backend.push(randomUUID(), rowsFor(100).map((r, i) => createOf(r, i + 1)))
 
-  const direct = await timed(() =>
-    pool.query(
-      `insert into public.bench_push (id, user_id, name, n)
-       select r.id, $2, r.name, r.n from jsonb_to_recordset($1::jsonb) as r(id uuid, name text, n int)`,
-      [JSON.stringify(rowsFor(PUSH_ROWS)), userId],
-    ),
-  )
-  const directRate = PUSH_ROWS / (direct.ms / 1000)
-  report(`push limit  direct SQL insert        ${PUSH_ROWS} rows  ${fmtRate(directRate)}`, {
-    bench: 'push-limit', method: 'direct-sql', db, rows: PUSH_ROWS, ms: round(direct.ms), opsPerSec: round(directRate),
-  })
-
-  const bulk = await timed(() => rpcOrThrow(client, 'bench_bulk_upsert', { p_rows: rowsFor(PUSH_ROWS) }))
-  if (bulk.value !== PUSH_ROWS) throw new Error(`bulk upsert wrote ${String(bulk.value)} rows`)
-  const bulkRate = PUSH_ROWS / (bulk.ms / 1000)
-  report(`push limit  one bulk-upsert RPC      ${PUSH_ROWS} rows  ${fmtRate(bulkRate)}`, {
-    bench: 'push-limit', method: 'bulk-rpc', db, rows: PUSH_ROWS, ms: round(bulk.ms), opsPerSec: round(bulkRate),
-  })
-
-  for (const batch of PUSH_BATCHES) {
-    const mutations = rowsFor(PUSH_ROWS).map((r, i) => createOf(r, i + 1))
-    const clientId = randomUUID()
-    const run = await timed(async () => {
-      let applied = 0
-      for (const part of chunks(mutations, batch)) {
-        const outcomes = await backend.push(clientId, part)
-        applied += outcomes.filter((o) => o.status === 'applied').length
+  // Fresh rows (and a fresh client id) for every run, made before the clock starts.
+  const contenders: Contender[] = [
+    ['direct-sql', () => {
+      const rows = JSON.stringify(rowsFor(PUSH_ROWS))
+      return async () => {
+        const result = await pool.query(
+          `insert into public.bench_push (id, user_id, name, n)
+           select r.id, $2, r.name, r.n from jsonb_to_recordset($1::jsonb) as r(id uuid, name text, n int)`,
+          [rows, userId],
+        )
+        return result.rowCount ?? 0
       }
-      return applied
-    })
-    if (run.value !== PUSH_ROWS) throw new Error(`push applied ${run.value} of ${PUSH_ROWS}`)
-    const rate = PUSH_ROWS / (run.ms / 1000)
+    }],
+    ['bulk-rpc', () => {
+      const rows = rowsFor(PUSH_ROWS)
+      return async () => Number(await rpcOrThrow(client, 'bench_bulk_upsert', { p_rows: rows }))
+    }],
+    ...PUSH_BATCHES.map((batch): Contender => [`push-${batch}`, () => {
+      const clientId = randomUUID()
+      const parts = chunks(rowsFor(PUSH_ROWS).map((r, i) => createOf(r, i + 1)), batch)
+      return async () => {
+        let applied = 0
+        for (const part of parts) {
+          const outcomes = await backend.push(clientId, part)
+          applied += outcomes.filter((o) => o.status === 'applied').length
+        }
+        return applied
+      }
+    }]),
+  ]
+  const samples = await interleaved(contenders, PUSH_ROUNDS, PUSH_ROWS)
+  const rateOf = (name: string): number => PUSH_ROWS / (median(samples.get(name)!) / 1000)
+  const directRate = rateOf('direct-sql')
+  report(`push limit  direct SQL insert        ${PUSH_ROWS} rows  ${fmtRate(directRate)}`, {
+    bench: 'push-limit', method: 'direct-sql', db, rows: PUSH_ROWS, rounds: PUSH_ROUNDS, ms: round(median(samples.get('direct-sql')!)), opsPerSec: round(directRate),
+  })
+  const bulkRate = rateOf('bulk-rpc')
+  report(`push limit  one bulk-upsert RPC      ${PUSH_ROWS} rows  ${fmtRate(bulkRate)}`, {
+    bench: 'push-limit', method: 'bulk-rpc', db, rows: PUSH_ROWS, rounds: PUSH_ROUNDS, ms: round(median(samples.get('bulk-rpc')!)), opsPerSec: round(bulkRate),
+  })
+  for (const batch of PUSH_BATCHES) {
+    const rate = rateOf(`push-${batch}`)
     report(`push        supabase backend, batch ${String(batch).padEnd(4)} ${PUSH_ROWS} rows  ${fmtRate(rate)}  ratio to bulk RPC ${round(rate / bulkRate)}`, {
-      bench: 'push', backend: 'supabase', db, rows: PUSH_ROWS, batch, ms: round(run.ms), opsPerSec: round(rate), ratio: round(rate / bulkRate, 3),
+      bench: 'push', backend: 'supabase', db, rows: PUSH_ROWS, batch, rounds: PUSH_ROUNDS, ms: round(median(samples.get(`push-${batch}`)!)), opsPerSec: round(rate), ratio: round(rate / bulkRate, 3),
     })
   }
+}
+
+/** A named measurement: `prepare` readies one run (untimed) and returns it; the run resolves to the rows it handled. */
+type Contender = [name: string, prepare: () => () => Promise<number>]
+
+/**
+ * Runs each contender once per round, in turn, checking each run handled `expected` rows; returns
+ * the times per contender. One slow moment on a small machine then skews no one.
+ */
+async function interleaved(contenders: Contender[], rounds: number, expected: number): Promise<Map<string, number[]>> {
+  const samples = new Map<string, number[]>(contenders.map(([name]) => [name, []]))
+  for (let roundNo = 0; roundNo < rounds; roundNo++) {
+    for (const [name, prepare] of contenders) {
+      const { ms, value } = await timed(prepare())
+      if (value !== expected) throw new Error(`${name} handled ${value} of ${expected} rows`)
+      samples.get(name)!.push(ms)
+    }
+  }
+  return samples
 }
 
 function createOf(row: { id: string; name: string; n: number }, seq: number): Mutation {
@@ -207,21 +240,13 @@ async function benchPull(stack: LocalStack, pool: pg.Pool): Promise<void> {
     )
     // Settle the new rows (hint bits, statistics) so no run pays for that, or races autovacuum.
     await stack.query(`vacuum analyze public.${table}`)
-    const client = stack.createClient(userId, { expiresInSeconds: 3 * 3600 })
-    const contenders: Array<[string, () => Promise<number>]> = [
-      ['raw-select', () => rawSelectAll(client, table)],
-      ['supabase', async () => (await pullToEnd(createSupabaseBackend({ client }), table, null)).changes],
-      ['postgres', async () => (await pullToEnd(createPostgresBackend({ pool, user: { id: userId } }), table, null)).changes],
+    const client = directClient(stack, userId, { expiresInSeconds: 3 * 3600 })
+    const contenders: Contender[] = [
+      ['raw-select', () => () => rawSelectAll(client, table)],
+      ['supabase', () => async () => (await pullToEnd(createSupabaseBackend({ client }), table, null)).changes],
+      ['postgres', () => async () => (await pullToEnd(createPostgresBackend({ pool, user: { id: userId } }), table, null)).changes],
     ]
-    // Interleaved rounds, median per contender: one slow moment on a small machine skews no one.
-    const samples = new Map<string, number[]>(contenders.map(([name]) => [name, []]))
-    for (let roundNo = 0; roundNo < PULL_ROUNDS; roundNo++) {
-      for (const [name, run] of contenders) {
-        const { ms, value } = await timed(run)
-        if (value !== size) throw new Error(`${name} pulled ${value} of ${size} rows`)
-        samples.get(name)!.push(ms)
-      }
-    }
+    const samples = await interleaved(contenders, PULL_ROUNDS, size)
     const rawMs = median(samples.get('raw-select')!)
     const rawRate = size / (rawMs / 1000)
     report(`pull limit  raw PostgREST select      ${size} rows  ${fmtRate(rawRate)}`, {
@@ -252,7 +277,7 @@ async function benchLatency(stack: LocalStack): Promise<void> {
     console.log(`latency     ${table}: ${size} rows written in ${(fill.ms / 1000).toFixed(1)} s`)
 
     const userId = randomUUID()
-    const backend = createSupabaseBackend({ client: stack.createClient(userId, { expiresInSeconds: 3 * 3600 }) })
+    const backend = createSupabaseBackend({ client: directClient(stack, userId, { expiresInSeconds: 3 * 3600 }) })
     const insertOwn = (count: number) =>
       stack.query(`insert into public.${table} (user_id, name) select $1, 'own ' || g from generate_series(1, $2::int) g`, [userId, count])
 
