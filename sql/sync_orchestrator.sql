@@ -498,19 +498,33 @@ drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text
 -- Whether values of a type can be compared with `is not distinct from` (a default btree operator
 -- class for the type, its base type or its element type); json, xml or geometric types cannot.
 create or replace function sync.has_equality(p_type oid) returns boolean
-  language sql stable
+  language plpgsql stable
   set search_path = ''
 as $$
-  with recursive b(t, depth) as (
-    select p_type, 0
-    union all
-    select case when ty.typtype = 'd' then ty.typbasetype else ty.typelem end, b.depth + 1
-      from b join pg_catalog.pg_type ty on ty.oid = b.t
-     where (ty.typtype = 'd' or (ty.typcategory = 'A' and ty.typelem <> 0)) and b.depth < 8)
-  select coalesce(bool_and(ty.typtype = 'e' or ty.typcategory = 'S'
-                           or exists (select 1 from pg_catalog.pg_opclass o join pg_catalog.pg_am am on am.oid = o.opcmethod
-                                       where am.amname = 'btree' and o.opcdefault and o.opcintype = ty.oid)), false)
-    from (select b.t from b order by b.depth desc limit 1) leaf join pg_catalog.pg_type ty on ty.oid = leaf.t
+-- plpgsql, not sql: its plans are kept for the session, and push asks for every column it writes.
+declare
+  v_type oid := p_type;
+  v_kind "char";
+  v_category "char";
+  v_next oid;
+begin
+  -- Down through domains (to the base type) and arrays (to the element type), at most 8 levels.
+  for v_depth in 0 .. 8 loop
+    select case when ty.typtype = 'd' then ty.typbasetype
+                when ty.typcategory = 'A' and ty.typelem <> 0 then ty.typelem end,
+           ty.typtype, ty.typcategory
+      into v_next, v_kind, v_category
+      from pg_catalog.pg_type ty where ty.oid = v_type;
+    if not found then
+      return false;
+    end if;
+    exit when v_next is null or v_depth = 8;
+    v_type := v_next;
+  end loop;
+  return v_kind = 'e' or v_category = 'S'
+      or exists (select 1 from pg_catalog.pg_opclass o join pg_catalog.pg_am am on am.oid = o.opcmethod
+                  where am.amname = 'btree' and o.opcdefault and o.opcintype = v_type);
+end
 $$;
 
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
