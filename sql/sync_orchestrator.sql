@@ -67,8 +67,9 @@ create table if not exists sync.tables (
 );
 comment on table sync.tables is 'Tables made syncable by sync_enable_table, with their key and tombstone purge horizon.';
 
--- Exactly-once push: one record per (client, seq) and user. The outcome is null only while the
--- claiming transaction is in flight (a concurrent retry waits on the unique index, then reads it).
+-- Exactly-once push: the stored outcomes of a client's applied mutations, per user. A record holds
+-- one outcome (seq; first_seq null) or an applied group (sync.apply_run) whose seqs run from
+-- first_seq to seq (its smallest and largest).
 create table if not exists sync.idempotency (
   client_id uuid not null,
   seq bigint not null,
@@ -86,8 +87,13 @@ begin
   end if;
 end
 $$;
+-- Earlier versions had one record per mutation.
+alter table sync.idempotency add column if not exists first_seq bigint;
+-- A group's record is large and read only when a batch is retried: stored uncompressed, it costs
+-- the push nothing to compress.
+alter table sync.idempotency alter column outcome set storage external;
 create index if not exists idempotency_created_at_idx on sync.idempotency (created_at);
-comment on table sync.idempotency is 'Stored outcome of every pushed mutation, keyed by (client_id, seq, user_id).';
+comment on table sync.idempotency is 'Stored outcomes of pushed mutations: one per record, or an applied group of seqs first_seq..seq.';
 
 alter table sync.idempotency enable row level security;
 drop policy if exists idempotency_own on sync.idempotency;
@@ -480,20 +486,26 @@ end
 $$;
 
 -- Applies a run of consecutive mutations of one table, one action and one set of data keys, with
--- distinct ids, as set-based statements; returns their outcomes (with seq), in order. It gives
--- each mutation the outcome apply_mutation would give it, or raises: the caller then rolls the run
--- back and applies its mutations one by one. p_keys: the data keys without sync columns; p_data: a
+-- distinct ids, as set-based statements. It gives each mutation the outcome apply_mutation would
+-- give it, or raises: the caller then rolls the run back and applies its mutations one by one. p_keys: the data keys without sync columns; p_data: a
 -- JSON array of the data objects; p_stamps: each writer stamp if acceptable, else null. Creates
 -- of tables with server-assigned keys are not handled here (the new rows cannot be matched back to
 -- their mutations by key).
 -- Outcomes are built as json, not jsonb: a row goes out as text, and building jsonb for it first
 -- costs more than the write itself.
--- p_partial: an applied write whose stored values of the sent columns equal the sent ones answers
--- with `partial: true` and a row of only the other columns (the key, the columns the mutation did
--- not send, and sent columns of a type without equality); the device completes it from the data it
--- sent. A write that changed a sent column (a trigger, a cast) answers with the whole row.
--- Earlier versions had no p_partial.
+-- Answers: o_outcomes, one outcome (with seq) per mutation, in order, and their seqs (o_seqs). With p_partial, the applied
+-- writes whose stored values of the sent columns equal the sent ones (the usual case) are answered
+-- together instead, by o_group, and only the others are in o_outcomes: o_group is one applied
+-- group, column by column, in an order of its own (o_group_seqs):
+--   {"seqs": [...], "status": "applied", "partial": true, "version": [...], "hlc": [...],
+--    "row": {column: [...], ...}}
+-- whose rows hold only the columns other than the sent ones (the key, the columns the mutations
+-- did not send, and sent columns of a type without equality such as json); the device completes
+-- each from the data it sent. A write that changed a sent column (a trigger, a cast) is answered
+-- on its own, with the whole row. Building one object per mutation costs more than the write.
+-- Earlier versions had no p_partial, then returned json[].
 drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[]);
+drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[], boolean);
 
 -- Whether values of a type can be compared with `is not distinct from` (a default btree operator
 -- class for the type, its base type or its element type); json, xml or geometric types cannot.
@@ -529,8 +541,8 @@ $$;
 
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
                                           p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[],
-                                          p_partial boolean)
-  returns json[]
+                                          p_partial boolean,
+                                          out o_outcomes json[], out o_seqs bigint[], out o_group json, out o_group_seqs bigint[])
   language plpgsql
   set search_path = ''
 as $$
@@ -541,7 +553,6 @@ declare
   v_row_cols text[];
   v_same_cols text[];     -- sent columns a partial answer leaves out when their values are unchanged
   v_key text;
-  v_out json[];
   v_complete boolean;
   v_versions bigint[];
   v_deleted boolean[];
@@ -557,13 +568,12 @@ declare
   c_rows constant text := $f$rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
       pg_catalog.unnest($3::text[]), pg_catalog.jsonb_populate_recordset(null::%1$s, $4))
       with ordinality as s("sync.seq", "sync.id", "sync.hlc")$f$;
-  c_partial constant text := $f$pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'applied',
-      'row', pg_catalog.to_json(%2$s), 'partial', true, 'version', %1$s._version, 'hlc', %1$s._hlc)$f$;
   -- `cross join lateral (select a.c1, a.c2, ...) alias`: the row of alias `a` as devices see it.
   c_public constant text := 'cross join lateral (select %s) %s';
   v_w text;               -- alias of a written row
-  v_applied text;         -- its outcome (partial when it can be)
-  v_public text;          -- its laterals
+  v_grouped text;         -- whether a mutation's outcome goes in the group: applied, sent values kept
+  v_group text;           -- the group's aggregates
+  v_public text;          -- the laterals of a written row
 begin
   select pg_catalog.array_agg(a.attname::text order by a.attnum),
          pg_catalog.array_agg(a.attname::text order by a.attnum)
@@ -589,15 +599,22 @@ begin
   v_w := case when p_action = 'create' then 'i' else 'w' end;
   v_public := pg_catalog.format(c_public, (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rw"');
   if v_same_cols is null then
-    v_applied := pg_catalog.format(c_applied, v_w, '"sync.rw"');
+    v_grouped := 'false';
+    v_group := 'null::json, null::bigint[]';
   else
-    v_applied := pg_catalog.format('case when row(%s) is not distinct from row(%s) then %s else %s end',
+    v_grouped := pg_catalog.format('(%s is not null and row(%s) is not distinct from row(%s))',
+      case when p_action = 'create' then pg_catalog.format('i.%I', p_info.pk_column) else 'w."sync.n"' end,
       (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
-      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
-      pg_catalog.format(c_partial, v_w, '"sync.pw"'), pg_catalog.format(c_applied, v_w, '"sync.rw"'));
-    v_public := v_public || ' ' || pg_catalog.format(c_public,
-      (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c
-        where c <> all (v_same_cols)), '"sync.pw"');
+      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c));
+    -- No `order by`: the aggregates of one query see its rows in one order, which seqs records.
+    v_group := pg_catalog.format(
+      $g$case when pg_catalog.bool_or(%1$s) then pg_catalog.json_build_object('seqs', pg_catalog.array_agg(s."sync.seq") filter (where %1$s),
+           'status', 'applied', 'partial', true, 'version', pg_catalog.array_agg(%2$s._version) filter (where %1$s),
+           'hlc', pg_catalog.array_agg(%2$s._hlc) filter (where %1$s), 'row', pg_catalog.json_build_object(%3$s)) end,
+         pg_catalog.array_agg(s."sync.seq") filter (where %1$s)$g$,
+      v_grouped, v_w,
+      (select pg_catalog.string_agg(pg_catalog.format('%L, pg_catalog.json_agg(%s.%I) filter (where %s)', c, v_w, c, v_grouped), ', ')
+         from pg_catalog.unnest(v_row_cols) c where c <> all (v_same_cols)));
   end if;
 
   if p_action = 'create' then
@@ -617,17 +634,20 @@ begin
               cur as (select s.ordinality as "sync.n", c.*
                         from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key" limit 1) c
                        where not exists (select 1 from ins where ins.%3$I = s."sync.key"))
-         select pg_catalog.array_agg(case when i.%3$I is not null then %8$s else %7$s end order by s.ordinality),
-                pg_catalog.bool_and(c."sync.n" is not null or i.%3$I is not null)
+         select pg_catalog.array_agg(case when i.%3$I is not null then %8$s else %7$s end order by s.ordinality)
+                  filter (where not %11$s),
+                pg_catalog.array_agg(s."sync.seq" order by s.ordinality) filter (where not %11$s),
+                pg_catalog.bool_and(c."sync.n" is not null or i.%3$I is not null), %12$s
            from s left join ins i on i.%3$I = s."sync.key" left join cur c on c."sync.n" = s.ordinality
            %9$s %10$s$q$,
       pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
       (select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
       (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
-      pg_catalog.format(c_conflict, 'c', '"sync.rc"'), v_applied,
+      pg_catalog.format(c_conflict, 'c', '"sync.rc"'), pg_catalog.format(c_applied, v_w, '"sync.rw"'),
       v_public,
-      pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'))
-      into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data;
+      pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
+      v_grouped, v_group)
+      into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data;
   else
     -- Lock the visible rows (RLS update policies apply to FOR UPDATE), as apply_mutation does.
     execute pg_catalog.format(
@@ -665,8 +685,9 @@ begin
                     'message', pg_catalog.format('row %%s of table %%s does not exist or is not visible', s."sync.id", $8::text))
                   when 'done' then %6$s
                   when 'conflict' then %7$s
-                  else %8$s end order by s.ordinality),
-                pg_catalog.bool_and(s."sync.what" <> 'write' or w."sync.n" is not null)
+                  else %8$s end order by s.ordinality) filter (where not %11$s),
+                pg_catalog.array_agg(s."sync.seq" order by s.ordinality) filter (where not %11$s),
+                pg_catalog.bool_and(s."sync.what" <> 'write' or w."sync.n" is not null), %12$s
            from s left join w on w."sync.n" = s.ordinality left join cur c on c."sync.n" = s.ordinality
            %9$s %10$s$q$,
       pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
@@ -674,17 +695,44 @@ begin
            else (select pg_catalog.string_agg(pg_catalog.format('%I = s.%I, ', c, c), '') from pg_catalog.unnest(v_cols) c)
                 || '_deleted = false, _hlc = s."sync.hlc"' end,
       pg_catalog.format(c_applied, 'c', '"sync.rc"'), pg_catalog.format(c_conflict, 'c', '"sync.rc"'),
-      v_applied,
+      pg_catalog.format(c_applied, v_w, '"sync.rw"'),
       v_public,
-      pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'))
-      into v_out, v_complete using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_versions, p_info.table_name, v_deleted;
+      pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
+      v_grouped, v_group)
+      into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_versions, p_info.table_name, v_deleted;
   end if;
   if not v_complete then
     -- A row was neither written nor answered (e.g. a trigger skipped it): let the caller decide.
     raise exception 'apply_run: incomplete';
   end if;
-  return v_out;
+  o_outcomes := coalesce(o_outcomes, '{}');
+  o_seqs := coalesce(o_seqs, '{}');
 end
+$$;
+
+-- The stored outcomes of a client's seqs (those stored), one per seq: a group's members are
+-- answered one by one, each with its partial row. Only a retried batch comes here.
+create or replace function sync.stored_outcomes(p_client_id uuid, p_user uuid, p_seqs bigint[])
+  returns table (seq bigint, outcome json)
+  language sql stable
+  set search_path = ''
+as $$
+  with r as (
+    select i.seq, i.first_seq, i.outcome
+      from sync.idempotency i
+     where i.client_id = p_client_id and i.user_id is not distinct from p_user
+       and i.seq >= (select pg_catalog.min(x) from pg_catalog.unnest(p_seqs) x)
+       and coalesce(i.first_seq, i.seq) <= (select pg_catalog.max(x) from pg_catalog.unnest(p_seqs) x)),
+  g as (select r.outcome::jsonb as o from r where r.first_seq is not null)
+  select r.seq, r.outcome from r where r.first_seq is null and r.seq in (select pg_catalog.unnest(p_seqs))
+  union all
+  select m.seq, pg_catalog.jsonb_build_object('seq', m.seq, 'status', 'applied', 'partial', true,
+           'version', g.o -> 'version' -> (m.k::int - 1), 'hlc', g.o -> 'hlc' -> (m.k::int - 1),
+           'row', (select pg_catalog.jsonb_object_agg(c.key, c.value -> (m.k::int - 1))
+                     from pg_catalog.jsonb_each(g.o -> 'row') c))::json
+    from g cross join lateral (select (e.v #>> '{}')::bigint as seq, e.k
+                                 from pg_catalog.jsonb_array_elements(g.o -> 'seqs') with ordinality e(v, k)) m
+   where m.seq in (select pg_catalog.unnest(p_seqs))
 $$;
 
 -- ---------------------------------------------------------------------------------------------
@@ -697,18 +745,22 @@ $$;
 --   function with one unnamed jsonb parameter the request body as it is, parsed once):
 --     {"client_id": uuid, "runs": [{"table": t, "action": "create" | "update" | "delete",
 --       "seq": [...], "id": [...], "data": [{...}, ...] | null, "base": [...] | null, "hlc": [...] | null}]}
---   A malformed batch fails the call (22023) and changes nothing. Applied writes may answer with
---   a partial row (see sync.apply_run): the device completes it from the data it sent.
+--   A malformed batch fails the call (22023) and changes nothing. The answer is an array holding
+--   one outcome per distinct seq of the batch, in no particular order: single outcomes
+--   ({seq, status, ...}) and applied groups ({seqs: [...], status: "applied", partial: true,
+--   version: [...], hlc: [...], row: {column: [...]}}, see sync.apply_run) whose partial rows the
+--   device completes from the data it sent. A repeated seq shares its first occurrence's outcome.
 -- - sync_push(uuid, jsonb), for SQL callers: the batch as a list of mutation objects
 --   [{seq, table, action, id, data, baseVersion, hlc}]; a malformed item is rejected on its own,
---   and rows are always answered whole.
+--   and the answer is one outcome per mutation, in order, with whole rows (a batch applied
+--   earlier through sync_push_runs is answered from its stored, possibly partial, outcomes).
 --
 -- Invariants:
 -- - Exactly-once per (client, seq, user): a call holds a transaction-scoped advisory lock on
 --   (client, user) while it looks up stored outcomes, applies the rest and stores their outcomes
 --   in the same transaction; a retry (or a concurrent duplicate, which waits for the lock until the
---   first commits) finds them stored, returns them and changes nothing. The unique key on
---   sync.idempotency backs this up: a second record for a seq fails the call. A seq repeated
+--   first commits) finds them stored, returns them and changes nothing. A set-based run's applied
+--   group is stored as one record (seqs first_seq..seq), the other outcomes one record each. A seq repeated
 --   within the batch is applied once; its later items answer with the first one's outcome.
 -- - Mutations apply in batch order, run by run. A run whose data objects all have the same keys
 --   is one set-based statement (two for update/delete) in one subtransaction. If the run raises,
@@ -717,7 +769,6 @@ $$;
 --   mutation gets the outcome it would get applied alone, in order. Transient errors
 --   (serialization, deadlock, lock timeout, resources) fail the whole call instead, so the device
 --   retries rather than storing them.
--- - Outcomes are returned in the order of the mutations.
 create or replace function sync.push_runs(p_client_id uuid, p_runs jsonb, p_partial boolean) returns json
   language plpgsql
   set search_path = ''
@@ -750,6 +801,10 @@ declare
   v_ok boolean[];         -- the current run's elements: ids, data, bases, stamps well typed
   v_info sync.tables;
   v_outcomes json[];
+  v_outcome_seqs bigint[];
+  v_group json;
+  v_group_seqs bigint[];
+  v_groups json[] := '{}';  -- the applied groups of this call (see sync.apply_run)
   v_outcome jsonb;
   v_state text;
   v_message text;
@@ -787,21 +842,17 @@ begin
                                            pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
 
   -- Already applied (by an earlier attempt): answer with the stored outcomes. A fresh batch (the
-  -- usual case) is told by one probe of the key's range; otherwise one index probe per seq (the
-  -- lateral limit keeps it so whatever the table's statistics say).
+  -- usual case) is told by one probe of the key's range: no record overlaps the batch's seqs.
   v_old_seqs := '{}';
   v_old := '{}';
   if exists (select 1 from sync.idempotency i
               where i.client_id = p_client_id
-                and i.seq between (select pg_catalog.min(s) from pg_catalog.unnest(v_seqs) s)
-                              and (select pg_catalog.max(s) from pg_catalog.unnest(v_seqs) s)
+                and i.seq >= (select pg_catalog.min(s) from pg_catalog.unnest(v_seqs) s)
+                and coalesce(i.first_seq, i.seq) <= (select pg_catalog.max(s) from pg_catalog.unnest(v_seqs) s)
                 and i.user_id is not distinct from v_user) then
-    select coalesce(pg_catalog.array_agg(u.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
+    select coalesce(pg_catalog.array_agg(o.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
       into v_old_seqs, v_old
-      from (select distinct s.seq from pg_catalog.unnest(v_seqs) s(seq)) u
-      cross join lateral (select i.outcome from sync.idempotency i
-                           where i.client_id = p_client_id and i.seq = u.seq and i.user_id is not distinct from v_user
-                           limit 1) o;
+      from sync.stored_outcomes(p_client_id, v_user, v_seqs) o;
   end if;
 
   -- Fresh: not stored, and the first occurrence of its seq in the batch. Strictly increasing seqs
@@ -907,7 +958,8 @@ begin
     end if;
     if v_fast then
       begin
-        v_outcomes := sync.apply_run(v_info, v_r.act, v_keys, v_run_seqs, v_ids, v_run_data, v_bases, v_stamps, p_partial);
+        select a.o_outcomes, a.o_seqs, a.o_group, a.o_group_seqs into v_outcomes, v_outcome_seqs, v_group, v_group_seqs
+          from sync.apply_run(v_info, v_r.act, v_keys, v_run_seqs, v_ids, v_run_data, v_bases, v_stamps, p_partial) a;
       exception when others then
         get stacked diagnostics v_state = returned_sqlstate;
         if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
@@ -918,8 +970,14 @@ begin
     end if;
 
     if v_fast then
-      v_done_seqs := v_done_seqs || v_run_seqs;
+      v_done_seqs := v_done_seqs || v_outcome_seqs;
       v_done := v_done || v_outcomes;
+      if v_group is not null then
+        -- One record for the group (under the lock above, no concurrent attempt can store it).
+        insert into sync.idempotency (client_id, seq, first_seq, user_id, outcome)
+        select p_client_id, pg_catalog.max(x), pg_catalog.min(x), v_user, v_group from pg_catalog.unnest(v_group_seqs) x;
+        v_groups := v_groups || v_group;
+      end if;
     else
       for v_i in 1 .. pg_catalog.cardinality(v_run_seqs) loop
         begin
@@ -944,7 +1002,11 @@ begin
 
   if v_all_fresh then
     -- Every mutation was applied now, once each: the outcomes are already in batch order.
-    return pg_catalog.array_to_json(v_done);
+    return pg_catalog.array_to_json(v_done || v_groups);
+  end if;
+  if p_partial then
+    -- One answer per distinct seq (a repeated seq shares its first occurrence's).
+    return pg_catalog.array_to_json(v_done || v_groups || v_old);
   end if;
   return (select pg_catalog.json_agg(r.outcome order by m.n)
             from unnest(v_seqs) with ordinality m(seq, n)
@@ -969,7 +1031,8 @@ $$;
 
 comment on function public.sync_push_runs(jsonb) is
   'Apply a batch of mutations, given as runs {client_id, runs: [{table, action, seq[], id[], data[], base[], hlc[]}]}, '
-  'exactly once per (client, seq); returns one outcome per mutation, in order: applied | conflict | rejected.';
+  'exactly once per (client, seq); returns one outcome per distinct seq (applied | conflict | rejected), '
+  'applied writes grouped column by column.';
 
 -- Earlier versions returned jsonb.
 select sync.drop_if_returns('public.sync_push(uuid, jsonb)', 'jsonb');

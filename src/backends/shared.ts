@@ -63,7 +63,26 @@ const outcomeSchema = z.discriminatedUnion('status', [
   z.object({ seq: seqSchema, status: z.literal('rejected'), code: z.string().min(1), message: z.string() }),
 ])
 
-const pushAnswerSchema = z.array(outcomeSchema)
+// Applied writes of one set-based run, column by column: member k is seqs[k], version[k], hlc[k]
+// and the row of each `row` column's k-th value. Every member is partial.
+const appliedGroupSchema = z
+  .object({
+    seqs: z.array(seqSchema),
+    status: z.literal('applied'),
+    partial: z.literal(true),
+    version: z.array(versionSchema),
+    hlc: z.array(hlcSchema),
+    row: z.record(z.string(), z.array(z.unknown())),
+  })
+  .refine(
+    (group) =>
+      group.version.length === group.seqs.length &&
+      group.hlc.length === group.seqs.length &&
+      Object.values(group.row).every((column) => column.length === group.seqs.length),
+    { message: 'every column of an applied group must be as long as its seqs' },
+  )
+
+const pushAnswerSchema = z.array(z.unknown())
 
 const changeSchema = z.object({
   table: z.string().min(1),
@@ -156,28 +175,52 @@ function withoutSyncColumns(data: Row | undefined): Row {
   return out
 }
 
+type DecodedOutcome = z.infer<typeof outcomeSchema>
+
 /**
- * Decodes a push answer: exactly one well-formed outcome per mutation, in the mutations' order. A
- * partial row is completed with the data the mutation sent.
+ * Decodes a push answer: an outcome per distinct seq of the batch, given one by one or as applied
+ * groups (in any order), into exactly one outcome per mutation, in the mutations' order. A
+ * mutation whose seq repeats an earlier one's gets that outcome. A partial row is completed with
+ * the data the mutation sent.
  * @throws SyncError `server` when the answer is malformed or does not match the batch.
  */
 export function decodePushAnswer(data: unknown, mutations: readonly Mutation[]): MutationOutcome[] {
-  const outcomes = decode(pushAnswerSchema, data, 'push')
-  if (outcomes.length !== mutations.length) {
-    throw malformed('push', `expected ${mutations.length} outcomes, got ${outcomes.length}`)
+  const elements = decode(pushAnswerSchema, data, 'push')
+  const bySeq = new Map<number, DecodedOutcome>()
+  const answer = (outcome: DecodedOutcome): void => {
+    if (bySeq.has(outcome.seq)) throw malformed('push', `seq ${outcome.seq} is answered twice`)
+    bySeq.set(outcome.seq, outcome)
   }
-  for (let i = 0; i < outcomes.length; i++) {
-    const outcome = outcomes[i]!
-    if (outcome.seq !== mutations[i]!.seq) {
-      throw malformed('push', `outcome ${i} has seq ${outcome.seq}, expected ${mutations[i]!.seq}`)
+  for (let i = 0; i < elements.length; i++) {
+    const element = elements[i]
+    if (typeof element === 'object' && element !== null && 'seqs' in element) {
+      const group = decode(appliedGroupSchema, element, `push (element ${i})`)
+      const columns = Object.entries(group.row)
+      for (let k = 0; k < group.seqs.length; k++) {
+        const row: Row = {}
+        for (const [column, values] of columns) row[column] = values[k]
+        answer({ seq: group.seqs[k]!, status: 'applied', row, partial: true, version: group.version[k]!, hlc: group.hlc[k]! })
+      }
+    } else {
+      answer(decode(outcomeSchema, element, `push (element ${i})`))
     }
+  }
+  const outcomes: MutationOutcome[] = []
+  const used = new Set<number>()
+  for (const mutation of mutations) {
+    const outcome = bySeq.get(mutation.seq)
+    if (outcome === undefined) throw malformed('push', `no outcome for seq ${mutation.seq}`)
+    used.add(mutation.seq)
     if (outcome.status === 'applied' && outcome.partial !== undefined) {
-      if (outcome.row === null) throw malformed('push', `outcome ${i} is partial without a row`)
-      outcome.row = { ...withoutSyncColumns(mutations[i]!.data), ...outcome.row }
+      if (outcome.row === null) throw malformed('push', `outcome of seq ${mutation.seq} is partial without a row`)
+      // Completed once, from the first mutation with this seq (the one applied).
+      outcome.row = { ...withoutSyncColumns(mutation.data), ...outcome.row }
       delete outcome.partial
     }
+    outcomes.push(outcome as MutationOutcome)
   }
-  return outcomes as MutationOutcome[]
+  if (used.size !== bySeq.size) throw malformed('push', 'an outcome answers a seq that is not in the batch')
+  return outcomes
 }
 
 /**

@@ -14,7 +14,7 @@ import {
   expectStatus,
   newUser,
   onRealPostgres,
-  pull,
+  pullAll,
   push as pushList,
   pushRuns,
   responseLosingFetch,
@@ -327,6 +327,30 @@ describe('sync_push_runs', () => {
     return client.rpc('sync_push_runs', body as Record<string, unknown>)
   }
 
+  type RawOutcome = Record<string, unknown> & { seq: number }
+
+  /** A raw answer, one outcome per seq: applied groups taken apart (rows left as sent), each seq answered once. */
+  function bySeq(answer: unknown): Map<number, RawOutcome> {
+    const out = new Map<number, RawOutcome>()
+    const put = (outcome: RawOutcome) => {
+      expect(out.has(outcome.seq), `seq ${outcome.seq} answered twice`).toBe(false)
+      out.set(outcome.seq, outcome)
+    }
+    for (const element of answer as Array<Record<string, unknown>>) {
+      if (!Array.isArray(element.seqs)) {
+        put(element as RawOutcome)
+        continue
+      }
+      const columns = Object.entries(element.row as Record<string, unknown[]>)
+      ;(element.seqs as number[]).forEach((seq, k) =>
+        put({
+          seq, status: element.status, partial: element.partial, version: (element.version as number[])[k], hlc: (element.hlc as unknown[])[k],
+          row: Object.fromEntries(columns.map(([column, values]) => [column, values[k]])),
+        }))
+    }
+    return out
+  }
+
   it('answers a write with the columns the device did not send, or the whole row when the server changed a sent one', async () => {
     await stack().query(`
       create table if not exists public.runs_people (   -- sync_enable_table adds updated_at
@@ -351,7 +375,11 @@ describe('sync_push_runs', () => {
     ]
     const { data, error } = await rawRuns(client, encodePushBody(clientId, mutations))
     expect(error).toBeNull()
-    const [first, second, third] = data as Array<Record<string, unknown>>
+    // The unchanged writes come as applied groups, one per run, column by column; the other alone.
+    const elements = data as Array<Record<string, unknown>>
+    expect(elements.filter((e) => 'seqs' in e).map((e) => e.seqs)).toEqual([[1], [3]])
+    const answered = bySeq(data)
+    const [first, second, third] = [1, 2, 3].map((seq) => answered.get(seq))
     // Unchanged sent values stay out; the key, unsent columns and json (no equality) come back.
     expect(first).toMatchObject({ seq: 1, status: 'applied', partial: true, version: 1 })
     expect(first!.row).toEqual({ id: a, user_id: user, meta: { k: [1] }, note: 'n', updated_at: expect.any(String) })
@@ -363,7 +391,7 @@ describe('sync_push_runs', () => {
 
     // Completed on the device, every row is the one another device pulls.
     const decoded = decodePushAnswer(data, mutations)
-    const pulled = await pull(client, ['runs_people'], null)
+    const pulled = await pullAll(client, ['runs_people'], null, 100, stack())
     const latest = new Map(pulled.changes.map((c) => [c.id, c.row]))
     expect(expectStatus(decoded[1], 'applied').row).toEqual(latest.get(b))
     expect(expectStatus(decoded[2], 'applied').row).toEqual(latest.get(a))
@@ -384,20 +412,51 @@ describe('sync_push_runs', () => {
     }
     const first = await rawRuns(client, body)
     expect(first.error).toBeNull()
-    const outcomes = first.data as Array<{ seq: number; status: string; version?: number; code?: string; row?: Record<string, unknown> }>
-    expect(outcomes.map((o) => [o.seq, o.status, o.version ?? o.code])).toEqual([
-      [1, 'applied', 1], [2, 'applied', 1], [1, 'applied', 1], [3, 'applied', 2], [4, 'rejected', '23502'],
+    // One answer per distinct seq: the repeated seq 1 shares its first occurrence's.
+    const outcomes = bySeq(first.data)
+    expect([...outcomes.values()].map((o) => [o.seq, o.status, o.version ?? o.code]).sort()).toEqual([
+      [1, 'applied', 1], [2, 'applied', 1], [3, 'applied', 2], [4, 'rejected', '23502'],
     ])
-    expect(outcomes[2]).toEqual(outcomes[0])
-    expect(outcomes[1]!.row).toMatchObject({ name: 'b', phone: '2' })
+    expect(outcomes.get(1)!.row).toMatchObject({ name: 'a' })
+    expect(outcomes.get(2)!.row).toMatchObject({ name: 'b', phone: '2' })
 
     // Sent again with one new mutation: the stored outcomes answer, only seq 5 applies.
     const again = await rawRuns(client, { ...body, runs: [...body.runs, { table: 'contacts', action: 'delete', seq: [5], id: [b], base: [1], hlc: [null] }] })
     expect(again.error).toBeNull()
-    expect((again.data as unknown[]).slice(0, 5)).toEqual(outcomes)
-    expect((again.data as Array<{ status: string; version: number }>)[5]).toMatchObject({ status: 'applied', version: 2 })
+    const answeredAgain = bySeq(again.data)
+    for (const seq of [1, 2, 3, 4]) expect(answeredAgain.get(seq)).toEqual(outcomes.get(seq))
+    expect(answeredAgain.get(5)).toMatchObject({ status: 'applied', version: 2 })
     const rows = await stack().query('select name, _version from contacts where user_id = $1 order by name', [user])
     expect(rows).toEqual([{ name: 'a', _version: '2' }, { name: 'b', _version: '2' }])
+  })
+
+  it('answers a retried batch, or part of it, from its stored groups as it answered at first', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const ids = Array.from({ length: 6 }, () => randomUUID())
+    const batch: Mutation[] = [
+      ...ids.slice(0, 5).map((id, i) => createContact(i + 1, { name: `c${i}` }, id)),
+      { seq: 6, table: 'contacts', action: 'update', id: ids[0]!, data: { name: 'c0 again' }, baseVersion: 1 },
+      createContact(7, { name: 'c5' }, ids[5]),
+    ]
+    const { data, error } = await rawRuns(client, encodePushBody(clientId, batch))
+    expect(error).toBeNull()
+    // Three set-based runs (creates, the update, a create after it), each answered as one group.
+    expect((data as Array<Record<string, unknown>>).map((e) => e.seqs)).toEqual([[1, 2, 3, 4, 5], [6], [7]])
+    const first = decodePushAnswer(data, batch)
+
+    // Retried whole, then in part, then in part with new mutations: stored answers, nothing re-applied.
+    const retried = await pushRuns(client, clientId, batch)
+    expect(retried).toEqual(first)
+    const part = [batch[1]!, batch[3]!, batch[5]!]
+    expect(await pushRuns(client, clientId, part)).toEqual([first[1], first[3], first[5]])
+    const more = [batch[2]!, createContact(8, { name: 'new' })]
+    const [stored, fresh] = await pushRuns(client, clientId, more)
+    expect(stored).toEqual(first[2])
+    expect(fresh).toMatchObject({ seq: 8, status: 'applied', version: 1 })
+    const rows = await stack().query<{ n: string; v: string }>('select count(*) as n, sum(_version) as v from contacts where user_id = $1', [user])
+    expect(rows).toEqual([{ n: '7', v: '8' }])
   })
 
   it('refuses a malformed batch with 22023, naming the fault, and applies none of it', async () => {

@@ -302,7 +302,10 @@ describe('Supabase backend', () => {
   const malformed: Array<[string, 'push' | 'pull' | 'checksum', unknown]> = [
     ['push: not an array', 'push', { ok: true }],
     ['push: fewer outcomes than mutations', 'push', [applied(1)]],
-    ['push: outcomes out of order', 'push', [applied(2), applied(1)]],
+    ['push: a seq answered twice', 'push', [applied(1), applied(2), applied(2)]],
+    ['push: an outcome for a seq not in the batch', 'push', [applied(1), applied(2), applied(3)]],
+    ['push: an applied group with a short column', 'push', [{ seqs: [1, 2], status: 'applied', partial: true, version: [1, 1], hlc: [null, null], row: { id: ['a'] } }]],
+    ['push: an applied group that is not partial', 'push', [{ seqs: [1, 2], status: 'applied', version: [1, 1], hlc: [null, null], row: { id: ['a', 'b'] } }]],
     ['push: unknown status', 'push', [applied(1), { seq: 2, status: 'maybe' }]],
     ['push: applied without a version', 'push', [applied(1), { seq: 2, status: 'applied', row: null, hlc: null }]],
     ['push: null body', 'push', null],

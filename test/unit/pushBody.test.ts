@@ -117,3 +117,80 @@ describe('decodePushAnswer', () => {
     }
   })
 })
+
+describe('decodePushAnswer with applied groups', () => {
+  type Answered = { mutation: Mutation; outcome: MutationOutcome; partialRow?: Record<string, unknown> }
+
+  // A batch of distinct seqs, each answered applied-partial (grouped), applied whole, conflict or rejected.
+  const answeredArb: fc.Arbitrary<Answered[]> = fc
+    .array(
+      fc.record({
+        id: fc.string({ minLength: 1, maxLength: 4 }),
+        name: fc.string({ maxLength: 3 }),
+        kind: fc.constantFrom('grouped', 'whole', 'conflict', 'rejected'),
+        version: fc.nat({ max: 9 }),
+        owner: fc.option(fc.string({ maxLength: 2 }), { nil: null }),
+      }),
+      { maxLength: 30 },
+    )
+    .map((items) =>
+      items.map(({ id, name, kind, version, owner }, i): Answered => {
+        const seq = 10 + i * 3
+        const mutation: Mutation = { seq, table: 't', action: 'create', id, data: { name }, baseVersion: null }
+        if (kind === 'grouped') {
+          const partialRow = { id, owner }
+          return { mutation, partialRow, outcome: { seq, status: 'applied', row: { name, id, owner }, version, hlc: `h${seq}` } }
+        }
+        if (kind === 'whole') return { mutation, outcome: { seq, status: 'applied', row: { id, name: name.toUpperCase(), owner }, version, hlc: null } }
+        if (kind === 'conflict') return { mutation, outcome: { seq, status: 'conflict', row: { id, name: 'other', owner }, version, deleted: false, hlc: null } }
+        return { mutation, outcome: { seq, status: 'rejected', code: '23514', message: 'check' } }
+      }),
+    )
+
+  it('gives each mutation its outcome, in the batch order, however the server groups and orders them', () => {
+    fc.assert(
+      fc.property(answeredArb, fc.integer({ min: 1, max: 4 }), fc.infiniteStream(fc.nat()), (answered, groups, shuffle) => {
+        // The grouped outcomes split into up to `groups` groups, column by column; all elements shuffled.
+        const elements: unknown[] = []
+        const grouped = answered.filter((a) => a.partialRow !== undefined)
+        for (let g = 0; g < groups; g++) {
+          const members = grouped.filter((_, k) => k % groups === g)
+          if (members.length === 0) continue
+          elements.push({
+            seqs: members.map((m) => m.mutation.seq),
+            status: 'applied',
+            partial: true,
+            version: members.map((m) => (m.outcome as { version: number }).version),
+            hlc: members.map((m) => (m.outcome as { hlc: string | null }).hlc),
+            row: { id: members.map((m) => m.partialRow!.id), owner: members.map((m) => m.partialRow!.owner) },
+          })
+        }
+        for (const a of answered) if (a.partialRow === undefined) elements.push(a.outcome)
+        const picks = shuffle[Symbol.iterator]()
+        for (let i = elements.length - 1; i > 0; i--) {
+          const j = picks.next().value! % (i + 1)
+          ;[elements[i], elements[j]] = [elements[j], elements[i]]
+        }
+        expect(decodePushAnswer(elements, answered.map((a) => a.mutation))).toEqual(answered.map((a) => a.outcome))
+      }),
+      { seed, numRuns: 300 },
+    )
+  })
+
+  it('answers a repeated seq with its first occurrence, completed from that one', () => {
+    const first: Mutation = { seq: 3, table: 't', action: 'create', id: 'a', data: { name: 'first' }, baseVersion: null }
+    const again: Mutation = { ...first, data: { name: 'again' } }
+    const answer = [{ seqs: [3], status: 'applied', partial: true, version: [1], hlc: [null], row: { id: ['a'] } }]
+    const [one, two] = decodePushAnswer(answer, [first, again])
+    expect(expectApplied(one).row).toEqual({ id: 'a', name: 'first' })
+    expect(two).toBe(one)
+  })
+
+  it('refuses a seq answered twice, a seq left unanswered, or one not in the batch', () => {
+    const m = (seq: number): Mutation => ({ seq, table: 't', action: 'create', id: `r${seq}`, data: {}, baseVersion: null })
+    const group = (seqs: number[]) => ({ seqs, status: 'applied', partial: true, version: seqs.map(() => 1), hlc: seqs.map(() => null), row: { id: seqs.map(String) } })
+    for (const answer of [[group([1, 2]), group([2])], [group([1])], [group([1, 2, 3])]]) {
+      expect(() => decodePushAnswer(answer, [m(1), m(2)])).toThrow(SyncError)
+    }
+  })
+})
