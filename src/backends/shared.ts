@@ -168,14 +168,22 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[])
 
 const SYNC_COLUMNS = new Set(['_version', '_xid', '_deleted', '_hlc'])
 
-/** The data a mutation sent, without sync columns (the server ignores them; rows never carry them). */
-function withoutSyncColumns(data: Row | undefined): Row {
-  const out: Row = {}
-  for (const key in data) if (!SYNC_COLUMNS.has(key)) out[key] = data[key]
-  return out
+/**
+ * The data a mutation sent, without sync columns (the server ignores them; rows never carry them):
+ * the start of a partial row's completion. Rows are built key by key: spreading two objects per
+ * row cost 1.6 ms per 1000 rows.
+ */
+function sentColumns(data: Row | undefined): Row {
+  const row: Row = {}
+  for (const key in data) if (!SYNC_COLUMNS.has(key)) row[key] = data[key]
+  return row
 }
 
 type DecodedOutcome = z.infer<typeof outcomeSchema>
+type AppliedGroup = z.infer<typeof appliedGroupSchema>
+
+/** What answers a seq: a single outcome, or member `k` of an applied group (`columns` being its row's). */
+type Answer = DecodedOutcome | { group: AppliedGroup; columns: Array<[string, unknown[]]>; k: number }
 
 /**
  * Decodes a push answer: an outcome per distinct seq of the batch, given one by one or as applied
@@ -186,40 +194,50 @@ type DecodedOutcome = z.infer<typeof outcomeSchema>
  */
 export function decodePushAnswer(data: unknown, mutations: readonly Mutation[]): MutationOutcome[] {
   const elements = decode(pushAnswerSchema, data, 'push')
-  const bySeq = new Map<number, DecodedOutcome>()
-  const answer = (outcome: DecodedOutcome): void => {
-    if (bySeq.has(outcome.seq)) throw malformed('push', `seq ${outcome.seq} is answered twice`)
-    bySeq.set(outcome.seq, outcome)
+  const bySeq = new Map<number, Answer>()
+  const answer = (seq: number, value: Answer): void => {
+    if (bySeq.has(seq)) throw malformed('push', `seq ${seq} is answered twice`)
+    bySeq.set(seq, value)
   }
   for (let i = 0; i < elements.length; i++) {
     const element = elements[i]
     if (typeof element === 'object' && element !== null && 'seqs' in element) {
       const group = decode(appliedGroupSchema, element, `push (element ${i})`)
       const columns = Object.entries(group.row)
-      for (let k = 0; k < group.seqs.length; k++) {
-        const row: Row = {}
-        for (const [column, values] of columns) row[column] = values[k]
-        answer({ seq: group.seqs[k]!, status: 'applied', row, partial: true, version: group.version[k]!, hlc: group.hlc[k]! })
-      }
+      for (let k = 0; k < group.seqs.length; k++) answer(group.seqs[k]!, { group, columns, k })
     } else {
-      answer(decode(outcomeSchema, element, `push (element ${i})`))
+      const outcome = decode(outcomeSchema, element, `push (element ${i})`)
+      answer(outcome.seq, outcome)
     }
   }
   const outcomes: MutationOutcome[] = []
-  const used = new Set<number>()
+  // A repeated seq shares its first occurrence's outcome, completed from that mutation's data.
+  const done = new Map<number, MutationOutcome>()
   for (const mutation of mutations) {
-    const outcome = bySeq.get(mutation.seq)
-    if (outcome === undefined) throw malformed('push', `no outcome for seq ${mutation.seq}`)
-    used.add(mutation.seq)
-    if (outcome.status === 'applied' && outcome.partial !== undefined) {
-      if (outcome.row === null) throw malformed('push', `outcome of seq ${mutation.seq} is partial without a row`)
-      // Completed once, from the first mutation with this seq (the one applied).
-      outcome.row = { ...withoutSyncColumns(mutation.data), ...outcome.row }
-      delete outcome.partial
+    const known = done.get(mutation.seq)
+    if (known !== undefined) {
+      outcomes.push(known)
+      continue
     }
-    outcomes.push(outcome as MutationOutcome)
+    const found = bySeq.get(mutation.seq)
+    if (found === undefined) throw malformed('push', `no outcome for seq ${mutation.seq}`)
+    let outcome: MutationOutcome
+    if ('group' in found) {
+      const { group, columns, k } = found
+      const row = sentColumns(mutation.data)
+      for (const [column, values] of columns) row[column] = values[k]
+      outcome = { seq: mutation.seq, status: 'applied', row, version: group.version[k]!, hlc: group.hlc[k]! }
+    } else if (found.status === 'applied' && found.partial !== undefined) {
+      if (found.row === null) throw malformed('push', `outcome of seq ${mutation.seq} is partial without a row`)
+      const { partial: _partial, ...rest } = found
+      outcome = { ...rest, row: Object.assign(sentColumns(mutation.data), found.row) }
+    } else {
+      outcome = found as MutationOutcome
+    }
+    done.set(mutation.seq, outcome)
+    outcomes.push(outcome)
   }
-  if (used.size !== bySeq.size) throw malformed('push', 'an outcome answers a seq that is not in the batch')
+  if (done.size !== bySeq.size) throw malformed('push', 'an outcome answers a seq that is not in the batch')
   return outcomes
 }
 
