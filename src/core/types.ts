@@ -54,7 +54,11 @@ export interface SyncOrchestratorOptions {
   clientId?: string
   environment?: Environment
   schedule?: Partial<ScheduleOptions>
-  /** Mutations per push request (default 200). */
+  /**
+   * Mutations per push request (default 200). A batch is frozen 200 items per transaction, with a
+   * turn for the host between; larger batches sync a backlog faster but hold the event loop longer
+   * while their answer is decoded.
+   */
   batchSize?: number
   /** Changes per pull page (default 500). */
   pullLimit?: number

@@ -131,10 +131,10 @@ describe('engine through the real stack', () => {
       }
       return { env, crash }
     }
-    const open = (storage: Storage, env = createManualEnvironment({ now: Date.now() })) => {
+    const open = (storage: Storage, env = createManualEnvironment({ now: Date.now() }), owner = user) => {
       const sync = createSyncOrchestrator({
         storage,
-        backend: createSupabaseBackend({ client: stack().createClient(user) }),
+        backend: createSupabaseBackend({ client: stack().createClient(owner) }),
         environment: env,
         collections: { contacts: {} },
         batchSize: 250,
@@ -144,9 +144,30 @@ describe('engine through the real stack', () => {
       return { sync, conflicts, contacts: sync.collection<Contact>('contacts') }
     }
 
-    // Push: one batch of 250; the turn before the answer's second slice never comes back.
+    // A batch of 250 is frozen in two slices (200, 50): the turn between them never comes back,
+    // before any request. The next instance sends all 250.
+    const freezer = newUser()
+    const frozenStorage = createMemoryStorage()
+    const freezeCrash = crashAt(1)
+    const f = open(frozenStorage, freezeCrash.env, freezer)
+    await f.sync.ready
+    for (let i = 0; i < 250; i++) await f.contacts.insert({ name: `f${i}` })
+    void f.sync.forceSyncAll()
+    await freezeCrash.crash
+    expect(f.sync.getSyncStatus().queueLength).toBe(250)
+    expect((await serverRows(freezer)).size).toBe(0)
+    const f2 = open(frozenStorage, undefined, freezer)
+    await f2.sync.ready
+    expect(await f2.sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect(f2.sync.getSyncStatus()).toMatchObject({ queueLength: 0, failed: 0, conflicts: 0 })
+    const frozenRows = await serverRows(freezer)
+    expect(frozenRows.size).toBe(250)
+    expect([...frozenRows.values()].every((r) => r._version === 1)).toBe(true)
+
+    // Push: one batch of 250; the turn before the answer's second slice (turn 3, after the
+    // freeze's and the first slice's) never comes back.
     const pushStorage = createMemoryStorage()
-    const pushCrash = crashAt(2)
+    const pushCrash = crashAt(3)
     const a = open(pushStorage, pushCrash.env)
     await a.sync.ready
     for (let i = 0; i < 250; i++) await a.contacts.insert({ name: `p${i}` })
