@@ -15,6 +15,11 @@ export type SyncErrorKind =
   | 'rate-limit'
   /** 409 / unique violation: resolve through the conflict strategy. */
   | 'conflict'
+  /**
+   * 413: the request is larger than the server accepts. The engine sends the batch again in
+   * smaller parts; a single mutation too large on its own is dead-lettered (`PAYLOAD_TOO_LARGE`).
+   */
+  | 'too-large'
   /** Any other 4xx or data error: will never succeed as is; dead-letter with the reason. */
   | 'permanent'
 

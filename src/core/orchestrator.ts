@@ -165,6 +165,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   const collectionListeners = new Map<string, Set<() => void>>()
   const runs: Array<{ ok: boolean; ms: number }> = []
   let clientId = options.clientId ?? ''
+  // Mutations per push request: o.batchSize, halved for this instance each time the server answers
+  // a batch with 413 (too large).
+  let batchLimit = o.batchSize
   let clock!: HlcClock
   let cursor: string | null = null
   let resync: { seen: Set<string> } | null = null
@@ -545,12 +548,12 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     const seen = new Set<string>()
     const batch: QueueItem[] = []
     const mutations: Mutation[] = []
-    while (batch.length < o.batchSize) {
+    while (batch.length < batchLimit) {
       if (batch.length > 0) {
         await yieldToHost()
         if (signal.aborted) throw new AbortError()
       }
-      const want = Math.min(FREEZE_SLICE, o.batchSize - batch.length)
+      const want = Math.min(FREEZE_SLICE, batchLimit - batch.length)
       const slice = await transact((tx) => {
         const chosen = pickSlice(highPriorityOnly, seen, batch.length, want)
         if (chosen.length === 0) return null
@@ -584,7 +587,20 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       const { batch, mutations } = picked
       progress = { phase: 'push', done: pushed, total }
       refreshStatus()
-      const outcomes = await backend.push(clientId, mutations, { signal })
+      let outcomes: MutationOutcome[]
+      try {
+        outcomes = await backend.push(clientId, mutations, { signal })
+      } catch (error) {
+        if (!(error instanceof SyncError) || error.kind !== 'too-large') throw error
+        if (batch.length > 1) {
+          // Smaller requests from now on; this batch's items, still sent, lead the next ones.
+          batchLimit = Math.max(1, Math.floor(batch.length / 2))
+          logger.warn('push request too large for the server; sending smaller batches', { from: batch.length, to: batchLimit })
+          continue
+        }
+        // One mutation too large on its own: the server can never take it; it fails like a rejection.
+        outcomes = [{ seq: batch[0]!.seq, status: 'rejected', code: 'PAYLOAD_TOO_LARGE', message: error.message }]
+      }
       if (outcomes.length !== mutations.length || outcomes.some((x, i) => x.seq !== mutations[i]!.seq)) {
         throw new SyncError('server', `push answer does not match the batch (${outcomes.length} outcomes for ${mutations.length} mutations)`)
       }

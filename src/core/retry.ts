@@ -91,7 +91,7 @@ export type RetryDecision =
   | { action: 'rate-limit'; delayMs: number }
   /** The session is stale: refresh it, then retry at once (only once per failure streak step). */
   | { action: 'refresh-auth' }
-  /** `conflict` / `permanent`: retrying the same request cannot help; not a retry. */
+  /** `conflict` / `permanent` / `too-large`: retrying the same request cannot help; not a retry. */
   | { action: 'give-up' }
 
 /** Input of {@link decideRetry}. */
@@ -111,7 +111,8 @@ export interface RetryDecisionInput {
  *   Retry-After is not hit at a steady rate;
  * - `auth` → refresh the session and retry at once; if the attempt right after a refresh fails with
  *   `auth` again, back off instead (a refresh that does not help must not become a tight loop);
- * - `conflict`, `permanent` → give up (those items are resolved or dead-lettered, not retried).
+ * - `conflict`, `permanent`, `too-large` → give up (those items are resolved, split or
+ *   dead-lettered, not retried as they are).
  */
 export function decideRetry(input: RetryDecisionInput): RetryDecision {
   const { error, backoff, authRefreshed } = input
@@ -127,6 +128,7 @@ export function decideRetry(input: RetryDecisionInput): RetryDecision {
       return authRefreshed ? { action: 'backoff', delayMs: backoff.next() } : { action: 'refresh-auth' }
     case 'conflict':
     case 'permanent':
+    case 'too-large':
       return { action: 'give-up' }
   }
 }

@@ -204,6 +204,48 @@ describe('engine through the real stack', () => {
     expect((await b2.sync.getMetrics()).dataInSync).toBe(true)
   }, 120_000)
 
+  it('a push the server refuses as too large (413) goes again in smaller parts; a change too large alone is dead-lettered', async () => {
+    // A gateway in front of PostgREST that refuses request bodies over 4 KB, as an API gateway's
+    // body limit does; every other request reaches the real stack.
+    const LIMIT = 4096
+    const refused: number[] = []
+    const sizes: number[] = []
+    const gatewayLimit = {
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = input instanceof Request ? input.url : String(input)
+        const body = typeof init?.body === 'string' ? init.body : ''
+        if (url.includes('/rpc/sync_push_runs')) {
+          if (body.length > LIMIT) {
+            refused.push(body.length)
+            return new Response(JSON.stringify({ message: 'Payload Too Large' }), { status: 413, headers: { 'content-type': 'application/json' } })
+          }
+          sizes.push(body.length)
+        }
+        return fetch(input, init)
+      }) as typeof fetch,
+    }
+    const user = newUser()
+    const a = device(user, createMemoryStorage(), gatewayLimit)
+    await a.sync.ready
+    for (let i = 0; i < 120; i++) await a.contacts.insert({ name: `contact ${i}`, phone: String(i).padStart(6, '0') })
+    const big = await a.contacts.insert({ name: 'x'.repeat(6000) })
+    for (let i = 120; i < 150; i++) await a.contacts.insert({ name: `contact ${i}` })
+
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    // The first batch (151 items) was refused, then smaller ones went through; none over the limit.
+    expect(refused.length).toBeGreaterThan(0)
+    expect(refused[0]).toBeGreaterThan(LIMIT)
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(LIMIT)
+    const rows = await serverRows(user)
+    expect(rows.size).toBe(150)
+    expect([...rows.values()].every((r) => r._version === 1 && r.name.startsWith('contact '))).toBe(true)
+    // The one change too large on its own is dead-lettered with the reason; nothing else waited on it.
+    expect(a.sync.getSyncStatus()).toMatchObject({ queueLength: 0, failed: 1 })
+    const [failed] = a.sync.getFailed()
+    expect(failed).toMatchObject({ recordId: big.id, action: 'create', error: { kind: 'permanent', code: 'PAYLOAD_TOO_LARGE' } })
+    expect(a.events).toContainEqual(expect.objectContaining({ type: 'failed', id: big.id, code: 'PAYLOAD_TOO_LARGE' }))
+  }, 60_000)
+
   it('crash safety: a new orchestrator over the same storage after a crash at any point loses nothing and applies nothing twice', async () => {
     type Op = { kind: 'insert' } | { kind: 'update'; pick: number } | { kind: 'delete'; pick: number } | { kind: 'crash'; at: 'idle' | 'lost-push-response' | 'push-request' | 'pull' }
     const op = fc.oneof(

@@ -47,7 +47,7 @@ describe('classifySupabaseError', () => {
     ['403 insufficient privilege', { status: 403, code: '42501' }, 'permanent', undefined],
     ['404 function not found', { status: 404, code: 'PGRST202' }, 'permanent', undefined],
     ['400 invalid input', { status: 400, code: '22P02' }, 'permanent', undefined],
-    ['413 payload too large', { status: 413 }, 'permanent', undefined],
+    ['413 payload too large', { status: 413 }, 'too-large', undefined],
     ['200 whose body was not JSON', { status: 200, message: '<html>' }, 'server', undefined],
   ]
 
@@ -121,6 +121,7 @@ describe('classifyPostgresError', () => {
     ['42501 insufficient privilege', err('42501'), {}, 'permanent'],
     ['42501 acting as anon (as PostgREST: 401)', err('42501'), { anonymous: true }, 'auth'],
     ['23505 unique violation', err('23505'), {}, 'conflict'],
+    ['54000 program limit exceeded (a batch over a size limit)', err('54000'), {}, 'too-large'],
     ['42883 function does not exist', err('42883'), {}, 'permanent'],
     ['22P02 invalid text representation', err('22P02'), {}, 'permanent'],
     ['a bug on a live connection (TypeError)', new TypeError('x is undefined'), {}, 'permanent'],

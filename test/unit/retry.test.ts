@@ -127,7 +127,7 @@ describe('decideRetry', () => {
   })
 
   it('does not retry conflicts or permanent failures', () => {
-    for (const kind of ['conflict', 'permanent'] as const) {
+    for (const kind of ['conflict', 'permanent', 'too-large'] as const) {
       const backoff = fixed()
       expect(decideRetry({ error: new SyncError(kind, 'no'), backoff, authRefreshed: false })).toEqual({ action: 'give-up' })
       expect(backoff.failures).toBe(0)
@@ -135,7 +135,7 @@ describe('decideRetry', () => {
   })
 
   it('agrees with SyncError.retryable on which kinds are retried', () => {
-    const kinds: SyncErrorKind[] = ['network', 'server', 'auth', 'rate-limit', 'conflict', 'permanent']
+    const kinds: SyncErrorKind[] = ['network', 'server', 'auth', 'rate-limit', 'conflict', 'permanent', 'too-large']
     for (const kind of kinds) {
       const error = new SyncError(kind, kind)
       expect(decideRetry({ error, backoff: fixed(), authRefreshed: false }).action !== 'give-up').toBe(error.retryable)

@@ -15,6 +15,7 @@
  * | 42501 insufficient privilege, acting as `anon`                 | `auth`      |
  * | 42501 insufficient privilege, acting as any other role         | `permanent` |
  * | 23505 unique violation                                         | `conflict`  |
+ * | class 54 (program limit exceeded, e.g. a batch's JSON over a size limit) | `too-large` |
  * | anything else (including a bug: an error with no code on a live connection) | `permanent` |
  *
  * Choices: class 28 is `auth` so that a rotated or misconfigured credential never dead-letters a
@@ -74,6 +75,7 @@ export function classifyPostgresError(error: unknown, context: PostgresFailureCo
     const cls = code.slice(0, 2)
     if (cls === '28') return make('auth', 'database refused the credentials')
     if (SERVER_CLASSES.has(cls)) return make('server', 'transient database failure')
+    if (cls === '54') return make('too-large', 'request exceeds a database limit')
     return make('permanent', 'database error')
   }
   if (context.connecting || context.connectionLost) return make('network', 'database connection failed')

@@ -9,6 +9,7 @@
  * | 401, or code PGRST301/302/303 (JWT invalid, expired, missing), or SQLSTATE class 28 | `auth` |
  * | 409, or SQLSTATE 23505 (unique violation)                | `conflict`   |
  * | 408 (the request timed out before the server read it)    | `server`     |
+ * | 413 (the request body is larger than the server accepts) | `too-large`  |
  * | 5xx (PGRST000-003: database unreachable → 503/504)       | `server`     |
  * | any other 4xx (403 permission, 404 missing function, …)  | `permanent`  |
  * | a 2xx that carries an error (body not JSON)              | `server`     |
@@ -75,6 +76,7 @@ export function classifySupabaseError(failure: SupabaseFailure): SyncError {
   }
   if (status === 409 || code === '23505') return new SyncError('conflict', describe('conflict'), base)
   if (status === 408 || status >= 500) return new SyncError('server', describe('server error'), base)
+  if (status === 413) return new SyncError('too-large', describe('request too large'), base)
   if (status >= 400) return new SyncError('permanent', describe('request refused'), base)
   // A success status with an error means the body could not be read as JSON (e.g. a proxy's page).
   return new SyncError('server', describe('unreadable answer'), base)
