@@ -487,16 +487,17 @@ $$;
 
 -- Applies a run of consecutive mutations of one table, one action and one set of data keys, with
 -- distinct ids, as set-based statements. It gives each mutation the outcome apply_mutation would
--- give it, or raises: the caller then rolls the run back and applies its mutations one by one. p_keys: the data keys without sync columns; p_data: a
--- JSON array of the data objects; p_stamps: each writer stamp if acceptable, else null. Creates
--- of tables with server-assigned keys are not handled here (the new rows cannot be matched back to
--- their mutations by key).
+-- give it, or raises: the caller then rolls the run back and applies its mutations one by one.
+-- p_keys: the data keys without sync columns; p_data: a JSON array of the data objects; p_stamps:
+-- each writer stamp if acceptable, else null. Creates of tables with server-assigned keys are not
+-- handled here (the new rows cannot be matched back to their mutations by key).
 -- Outcomes are built as json, not jsonb: a row goes out as text, and building jsonb for it first
 -- costs more than the write itself.
--- Answers: o_outcomes, one outcome (with seq) per mutation, in order, and their seqs (o_seqs). With p_partial, the applied
--- writes whose stored values of the sent columns equal the sent ones (the usual case) are answered
--- together instead, by o_group, and only the others are in o_outcomes: o_group is one applied
--- group, column by column, in an order of its own (o_group_seqs):
+-- Answers: o_outcomes, one outcome (with seq) per mutation, in order, and their seqs (o_seqs).
+-- With p_partial, the applied writes whose stored values of the sent columns equal the sent ones
+-- (the usual case) are answered together instead, by o_group, and only the others are in
+-- o_outcomes: o_group is one applied group, column by column, in an order of its own
+-- (o_group_seqs):
 --   {"seqs": [...], "status": "applied", "partial": true, "version": [...], "hlc": [...],
 --    "row": {column: [...], ...}}
 -- whose rows hold only the columns other than the sent ones (the key, the columns the mutations
@@ -714,9 +715,12 @@ $$;
 -- answered one by one, each with its partial row. Only a retried batch comes here.
 create or replace function sync.stored_outcomes(p_client_id uuid, p_user uuid, p_seqs bigint[])
   returns table (seq bigint, outcome json)
-  language sql stable
+  language plpgsql stable
   set search_path = ''
 as $$
+-- plpgsql, not sql: every push asks, and its plan is kept for the session.
+begin
+  return query
   with r as (
     select i.seq, i.first_seq, i.outcome
       from sync.idempotency i
@@ -732,7 +736,8 @@ as $$
                      from pg_catalog.jsonb_each(g.o -> 'row') c))::json
     from g cross join lateral (select (e.v #>> '{}')::bigint as seq, e.k
                                  from pg_catalog.jsonb_array_elements(g.o -> 'seqs') with ordinality e(v, k)) m
-   where m.seq in (select pg_catalog.unnest(p_seqs))
+   where m.seq in (select pg_catalog.unnest(p_seqs));
+end
 $$;
 
 -- ---------------------------------------------------------------------------------------------
@@ -760,8 +765,9 @@ $$;
 --   (client, user) while it looks up stored outcomes, applies the rest and stores their outcomes
 --   in the same transaction; a retry (or a concurrent duplicate, which waits for the lock until the
 --   first commits) finds them stored, returns them and changes nothing. A set-based run's applied
---   group is stored as one record (seqs first_seq..seq), the other outcomes one record each. A seq repeated
---   within the batch is applied once; its later items answer with the first one's outcome.
+--   group is stored as one record (seqs first_seq..seq), the other outcomes one record each. A
+--   seq repeated within the batch is applied once; its later items answer with the first one's
+--   outcome.
 -- - Mutations apply in batch order, run by run. A run whose data objects all have the same keys
 --   is one set-based statement (two for update/delete) in one subtransaction. If the run raises,
 --   or its data keys differ, its mutations apply one by one, each in its own subtransaction: an
@@ -841,19 +847,11 @@ begin
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('sync_push'),
                                            pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
 
-  -- Already applied (by an earlier attempt): answer with the stored outcomes. A fresh batch (the
-  -- usual case) is told by one probe of the key's range: no record overlaps the batch's seqs.
-  v_old_seqs := '{}';
-  v_old := '{}';
-  if exists (select 1 from sync.idempotency i
-              where i.client_id = p_client_id
-                and i.seq >= (select pg_catalog.min(s) from pg_catalog.unnest(v_seqs) s)
-                and coalesce(i.first_seq, i.seq) <= (select pg_catalog.max(s) from pg_catalog.unnest(v_seqs) s)
-                and i.user_id is not distinct from v_user) then
-    select coalesce(pg_catalog.array_agg(o.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
-      into v_old_seqs, v_old
-      from sync.stored_outcomes(p_client_id, v_user, v_seqs) o;
-  end if;
+  -- Already applied (by an earlier attempt): answer with the stored outcomes. For a fresh batch (the
+  -- usual case) this is one index probe of the seqs' range that finds nothing.
+  select coalesce(pg_catalog.array_agg(o.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
+    into v_old_seqs, v_old
+    from sync.stored_outcomes(p_client_id, v_user, v_seqs) o;
 
   -- Fresh: not stored, and the first occurrence of its seq in the batch. Strictly increasing seqs
   -- (what a device sends) repeat none.
