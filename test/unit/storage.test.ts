@@ -2,7 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { IDBFactory, IDBKeyRange } from 'fake-indexeddb'
-import { describe } from 'vitest'
+import { describe, expect, it } from 'vitest'
+import fc from 'fast-check'
 import { createAsyncStorage } from '../../src/storage/asyncStorage.js'
 import { createFileStorage } from '../../src/storage/file.js'
 import { createIndexedDbStorage } from '../../src/storage/indexedDb.js'
@@ -65,4 +66,33 @@ const adapters: [string, MakeStorageHarness][] = [
 
 describe.each(adapters)('%s', (name, make) => {
   runStorageContract(name, make)
+})
+
+describe('memory storage copies', () => {
+  it('hands back deep copies equal to what was stored, whatever the JSON value (property)', async () => {
+    const seed = process.env.FC_SEED === undefined ? undefined : Number(process.env.FC_SEED)
+    await fc.assert(
+      fc.asyncProperty(fc.jsonValue(), async (value) => {
+        const store = createMemoryStorage()
+        await store.commit([{ type: 'set', key: 'k', value }])
+        const read = await store.get('k')
+        expect(read).toStrictEqual(value)
+        if (typeof value === 'object' && value !== null) expect(read).not.toBe(value)
+      }),
+      { seed, numRuns: 200 },
+    )
+  })
+
+  it('keeps an own "__proto__" key as a key, and non-JSON values as structuredClone does', async () => {
+    const store = createMemoryStorage()
+    const tricky = JSON.parse('{"__proto__": {"polluted": true}, "a": [1, {"b": 2}]}') as Record<string, unknown>
+    const when = new Date(0)
+    await store.commit([{ type: 'set', key: 'tricky', value: tricky }, { type: 'set', key: 'when', value: { when } }])
+    const read = (await store.get('tricky')) as Record<string, unknown>
+    expect(Object.getPrototypeOf(read)).toBe(Object.prototype)
+    expect(Object.keys(read)).toEqual(['__proto__', 'a'])
+    expect(read['polluted']).toBeUndefined()
+    expect(((await store.get('when')) as { when: unknown }).when).toEqual(when)
+    expect(((await store.get('when')) as { when: unknown }).when).toBeInstanceOf(Date)
+  })
 })
