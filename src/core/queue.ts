@@ -152,6 +152,12 @@ export interface MarkSentOptions {
   baseVersions?: ReadonlyMap<number, number | null>
 }
 
+/** A place in delivery order: the priority class (0 = high) and the seq within it. */
+export interface DeliveryPosition {
+  rank: number
+  seq: number
+}
+
 /** Queue figures. */
 export interface QueueCounts {
   creates: number
@@ -181,6 +187,15 @@ export interface Queue {
   enqueue(input: EnqueueInput): EnqueuePlan
   /** Items to push next: by effective priority then seq across records, FIFO within a record. */
   nextBatch(options: NextBatchOptions): QueueItem[]
+  /**
+   * Queued items in delivery order (as {@link nextBatch}), read lazily; with `after`, only those
+   * after that position (see {@link deliveryPosition}). Do not change the queue while reading.
+   * Resuming after a change is safe for per-record order: a record's items move between priority
+   * classes together, so a resumed read either sees all of a record's unread items or none.
+   */
+  inDeliveryOrder(minPriority?: Priority, after?: DeliveryPosition): IterableIterator<QueueItem>
+  /** Where a queued item stands in delivery order now (undefined when it is not queued). */
+  deliveryPosition(seq: number): DeliveryPosition | undefined
   /** Record that these items are being handed to the server (freezes them; counts an attempt). */
   markSent(items: ReadonlyArray<number | Pick<QueueItem, 'seq'>>, options?: MarkSentOptions): MarkSentPlan
   /** Remove items the server has answered for. Unknown seqs are ignored. */
@@ -560,15 +575,26 @@ export function createQueue(options: QueueOptions): Queue {
     return [...seqs].sort((a, b) => a - b).map((seq) => state.failed.get(seq)!)
   }
 
+  function* inDeliveryOrder(minPriority?: Priority, after?: DeliveryPosition): IterableIterator<QueueItem> {
+    requireLoaded()
+    const maxRank = RANK[minPriority ?? 'low']
+    for (let rank = after?.rank ?? 0; rank <= maxRank; rank++) {
+      const seqs = after && rank === after.rank ? state.classes[rank as Rank].valuesAfter(after.seq) : state.classes[rank as Rank].values()
+      for (const seq of seqs) yield state.items.get(seq)!
+    }
+  }
+
+  function deliveryPosition(seq: number): DeliveryPosition | undefined {
+    const item = state.items.get(seq)
+    return item && { rank: state.chains.get(keyOf(item))!.rank, seq }
+  }
+
   function nextBatch({ limit, minPriority }: NextBatchOptions): QueueItem[] {
     const out: QueueItem[] = []
-    const maxRank = RANK[minPriority ?? 'low']
     if (!(limit > 0)) return out
-    for (let rank = 0; rank <= maxRank; rank++) {
-      for (const seq of state.classes[rank as Rank].values()) {
-        if (out.length >= limit) return out
-        out.push(state.items.get(seq)!)
-      }
+    for (const item of inDeliveryOrder(minPriority)) {
+      if (out.length >= limit) break
+      out.push(item)
     }
     return out
   }
@@ -685,6 +711,8 @@ export function createQueue(options: QueueOptions): Queue {
     },
 
     nextBatch,
+    inDeliveryOrder,
+    deliveryPosition,
 
     markSent(refs, options = {}) {
       requireLoaded()

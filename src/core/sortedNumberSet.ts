@@ -70,6 +70,20 @@ export class SortedNumberSet {
     for (const chunk of this.chunks) yield* chunk
   }
 
+  /** The numbers greater than `value`, in ascending order. */
+  *valuesAfter(value: number): IterableIterator<number> {
+    const chunks = this.chunks
+    let c = this.chunkFor(value)
+    const first = chunks[c]
+    if (first === undefined) return
+    let i = lowerBound(first, value)
+    if (first[i] === value) i++
+    for (; c < chunks.length; c++, i = 0) {
+      const chunk = chunks[c]!
+      for (; i < chunk.length; i++) yield chunk[i]!
+    }
+  }
+
   /** Remove everything. */
   clear(): void {
     this.chunks = []

@@ -151,7 +151,7 @@ describe('queue properties', () => {
     )
   })
 
-  it('ordering: FIFO within a record, effective priority then seq across records, whatever is acked or failed', async () => {
+  it('ordering: FIFO within a record, effective priority then seq across records, whatever is acked or failed; read on from any place', async () => {
     const stepArb = fc.oneof(
       {
         weight: 4,
@@ -206,6 +206,12 @@ describe('queue properties', () => {
           } else if (step.type === 'batch') {
             const batch = h.queue.nextBatch({ limit: step.limit, minPriority: step.minPriority })
             expect(batch.map((i) => i.seq)).toEqual(expectedBatch(step.limit, step.minPriority))
+            // Read on from any item's place: the rest of the order, and nothing before it.
+            const order = expectedBatch(Infinity, step.minPriority)
+            for (const [k, seq] of order.entries()) {
+              const rest = [...h.queue.inDeliveryOrder(step.minPriority, h.queue.deliveryPosition(seq))].map((i) => i.seq)
+              expect(rest).toEqual(order.slice(k + 1))
+            }
             // Nothing goes before an earlier item of its own record.
             for (const [index, item] of batch.entries()) {
               for (const [seq, entry] of model) {
@@ -353,7 +359,7 @@ describe('queue properties', () => {
     )
   })
 
-  it('SortedNumberSet behaves as a sorted set of distinct numbers', () => {
+  it('SortedNumberSet behaves as a sorted set of distinct numbers, read whole or after any value', () => {
     const opArb = fc.record({ add: fc.boolean(), value: fc.integer({ min: 0, max: 6_000 }) })
     fc.assert(
       fc.property(fc.array(opArb, { maxLength: 5_000 }), (ops) => {
@@ -368,6 +374,10 @@ describe('queue properties', () => {
         expect([...set.values()]).toEqual([...model].sort((a, b) => a - b))
         expect(set.size).toBe(model.size)
         for (const value of [0, 1, 3_000, 6_000]) expect(set.has(value)).toBe(model.has(value))
+        const sorted = [...model].sort((a, b) => a - b)
+        for (const value of [-1, 0, 1, 2_999, 3_000, 6_000, ...sorted.slice(0, 3), ...sorted.slice(-3)]) {
+          expect([...set.valuesAfter(value)]).toEqual(sorted.filter((x) => x > value))
+        }
       }),
       params(100),
     )
