@@ -1186,6 +1186,10 @@ create or replace function public.sync_pull(p_tables text[], p_cursor jsonb, p_l
   language plpgsql
   security invoker
   set search_path = ''
+  -- A page is the first rows of an index range in index order. Before a table's new rows are
+  -- analyzed, the planner expects few of them and reads the whole range as a bitmap to sort it: a
+  -- page of 1000 among 10,000 fresh rows cost 12 ms that way, 2 ms read in order.
+  set enable_bitmapscan = off
 as $$
 declare
   v_cursor jsonb := sync.decode_cursor(p_cursor);
