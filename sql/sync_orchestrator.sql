@@ -92,6 +92,8 @@ alter table sync.idempotency add column if not exists first_seq bigint;
 -- A group's record is large and read only when a batch is retried: stored uncompressed, it costs
 -- the push nothing to compress.
 alter table sync.idempotency alter column outcome set storage external;
+-- A group's seqs, to tell cheaply whether a seq was applied (a pipelined batch's `after`).
+alter table sync.idempotency add column if not exists seqs bigint[];
 create index if not exists idempotency_created_at_idx on sync.idempotency (created_at);
 comment on table sync.idempotency is 'Stored outcomes of pushed mutations: one per record, or an applied group of seqs first_seq..seq.';
 
@@ -711,6 +713,17 @@ begin
 end
 $$;
 
+-- Whether a client's seq is stored: as a record of its own, or as a member of a group.
+create or replace function sync.applied(p_client_id uuid, p_user uuid, p_seq bigint) returns boolean
+  language sql stable
+  set search_path = ''
+as $$
+  select exists (select 1 from sync.idempotency i
+                  where i.client_id = p_client_id and i.user_id is not distinct from p_user
+                    and i.seq >= p_seq and coalesce(i.first_seq, i.seq) <= p_seq
+                    and (i.seq = p_seq or p_seq = any (i.seqs)))
+$$;
+
 -- The stored outcomes of a client's seqs (those stored), one per seq: a group's members are
 -- answered one by one, each with its partial row. Only a retried batch comes here.
 create or replace function sync.stored_outcomes(p_client_id uuid, p_user uuid, p_seqs bigint[])
@@ -748,7 +761,7 @@ $$;
 -- - sync_push_runs(jsonb), what the backends call: the batch as runs of consecutive mutations of
 --   one table and one action, each field a column, in a single JSON body (PostgREST hands a
 --   function with one unnamed jsonb parameter the request body as it is, parsed once):
---     {"client_id": uuid, "runs": [{"table": t, "action": "create" | "update" | "delete",
+--     {"client_id": uuid, "after": seq (optional), "runs": [{"table": t, "action": "create" | "update" | "delete",
 --       "seq": [...], "id": [...], "data": [{...}, ...] | null, "base": [...] | null, "hlc": [...] | null}]}
 --   A malformed batch fails the call (22023) and changes nothing. The answer is an array holding
 --   one outcome per distinct seq of the batch, in no particular order: single outcomes
@@ -775,7 +788,14 @@ $$;
 --   mutation gets the outcome it would get applied alone, in order. Transient errors
 --   (serialization, deadlock, lock timeout, resources) fail the whole call instead, so the device
 --   retries rather than storing them.
-create or replace function sync.push_runs(p_client_id uuid, p_runs jsonb, p_partial boolean) returns json
+-- - A batch sent before the answer to the previous one names, as `after`, a seq of that previous
+--   batch (all of whose seqs were new). If that seq is not applied when this call holds the lock,
+--   the previous batch is still on its way or failed: this one answers {"deferred": true}, applies
+--   nothing and stores nothing, and the device sends it again later. Batches of one client thus
+--   apply in the order they were sent, however their requests race.
+-- Earlier versions had no `after`.
+drop function if exists sync.push_runs(uuid, jsonb, boolean);
+create or replace function sync.push_runs(p_client_id uuid, p_runs jsonb, p_partial boolean, p_after bigint) returns json
   language plpgsql
   set search_path = ''
   -- A big run's statements are estimated far above their cost, and compiling them would take
@@ -841,11 +861,27 @@ begin
       using errcode = '22023';
   end if;
 
+  -- A batch sent while the one before it (`after`) was on the wire usually finds it applied, or
+  -- being applied (it then waits for the lock below). If that one is not applied yet, its request
+  -- may still be on its way: it gets a moment (up to ~50 ms) before this one is deferred.
+  if p_after is not null then
+    for v_i in 1 .. 25 loop
+      exit when sync.applied(p_client_id, v_user, p_after);
+      perform pg_catalog.pg_sleep(0.002);
+    end loop;
+  end if;
+
   -- One call at a time per (client, user): a concurrent attempt of the same batch waits here until
   -- this transaction ends, then finds its outcomes stored. A hash collision between two clients
   -- only makes one wait for the other.
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('sync_push'),
                                            pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
+
+  -- The previous batch must have been applied first. Its `after` seq was new in it, so it is
+  -- stored as a record of its own or as a member of a group.
+  if p_after is not null and not sync.applied(p_client_id, v_user, p_after) then
+    return pg_catalog.json_build_object('deferred', true);
+  end if;
 
   -- Already applied (by an earlier attempt): answer with the stored outcomes. For a fresh batch (the
   -- usual case) this is one index probe of the seqs' range that finds nothing.
@@ -972,8 +1008,8 @@ begin
       v_done := v_done || v_outcomes;
       if v_group is not null then
         -- One record for the group (under the lock above, no concurrent attempt can store it).
-        insert into sync.idempotency (client_id, seq, first_seq, user_id, outcome)
-        select p_client_id, pg_catalog.max(x), pg_catalog.min(x), v_user, v_group from pg_catalog.unnest(v_group_seqs) x;
+        insert into sync.idempotency (client_id, seq, first_seq, user_id, outcome, seqs)
+        select p_client_id, pg_catalog.max(x), pg_catalog.min(x), v_user, v_group, v_group_seqs from pg_catalog.unnest(v_group_seqs) x;
         v_groups := v_groups || v_group;
       end if;
     else
@@ -1023,7 +1059,11 @@ begin
      or coalesce(($1 ->> 'client_id') ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$', false) is not true then
     raise exception 'sync_push_runs: expected {"client_id": uuid, "runs": [...]}' using errcode = '22023';
   end if;
-  return sync.push_runs(($1 ->> 'client_id')::uuid, $1 -> 'runs', true);
+  if coalesce(pg_catalog.jsonb_typeof($1 -> 'after'), 'null') not in ('number', 'null')
+     or (pg_catalog.jsonb_typeof($1 -> 'after') = 'number' and ($1 ->> 'after') !~ '^[0-9]{1,18}$') then
+    raise exception 'sync_push_runs: after must be null or a seq' using errcode = '22023';
+  end if;
+  return sync.push_runs(($1 ->> 'client_id')::uuid, $1 -> 'runs', true, ($1 ->> 'after')::bigint);
 end
 $$;
 
@@ -1093,7 +1133,7 @@ begin
                           window o as (order by v.n)) w) f
            group by f.run_no) g;
 
-  v_out := sync.push_runs(p_client_id, v_runs, false);
+  v_out := sync.push_runs(p_client_id, v_runs, false, null);
   if pg_catalog.array_position(v_seqs, null) is null then
     return v_out;
   end if;

@@ -82,7 +82,7 @@ const appliedGroupSchema = z
     { message: 'every column of an applied group must be as long as its seqs' },
   )
 
-const pushAnswerSchema = z.array(z.unknown())
+const pushAnswerSchema = z.union([z.array(z.unknown()), z.object({ deferred: z.literal(true) })])
 
 const changeSchema = z.object({
   table: z.string().min(1),
@@ -137,6 +137,8 @@ export interface PushRun {
 /** The JSON argument of the push function: the batch as runs (see `sql/sync_orchestrator.sql`). */
 export interface PushBody {
   client_id: string
+  /** A seq of the batch sent before this one and not yet answered (see `PushOptions.after`). */
+  after?: number
   runs: PushRun[]
 }
 
@@ -145,7 +147,7 @@ export interface PushBody {
  * table, action and (but for deletes) set of data keys, which the server applies set-based. Only
  * the protocol's fields leave the device.
  */
-export function encodePushBody(clientId: string, mutations: readonly Mutation[]): PushBody {
+export function encodePushBody(clientId: string, mutations: readonly Mutation[], after?: number): PushBody {
   const runs: PushRun[] = []
   let run: PushRun | undefined
   let runKey = ''
@@ -163,7 +165,7 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[])
     run.base.push(baseVersion)
     run.hlc.push(hlc ?? null)
   }
-  return { client_id: clientId, runs }
+  return after === undefined ? { client_id: clientId, runs } : { client_id: clientId, after, runs }
 }
 
 const SYNC_COLUMNS = new Set(['_version', '_xid', '_deleted', '_hlc'])
@@ -192,8 +194,13 @@ type Answer = DecodedOutcome | { group: AppliedGroup; columns: Array<[string, un
  * the data the mutation sent.
  * @throws SyncError `server` when the answer is malformed or does not match the batch.
  */
-export function decodePushAnswer(data: unknown, mutations: readonly Mutation[]): MutationOutcome[] {
+export function decodePushAnswer(data: unknown, mutations: readonly Mutation[], after?: number): MutationOutcome[] {
   const elements = decode(pushAnswerSchema, data, 'push')
+  if (!Array.isArray(elements)) {
+    // Only a batch that named a predecessor can be deferred.
+    if (after === undefined) throw malformed('push', 'deferred a batch that named no predecessor')
+    return mutations.map((mutation) => ({ seq: mutation.seq, status: 'deferred' }))
+  }
   const bySeq = new Map<number, Answer>()
   const answer = (seq: number, value: Answer): void => {
     if (bySeq.has(seq)) throw malformed('push', `seq ${seq} is answered twice`)

@@ -45,7 +45,7 @@ import { runTransaction, type Transaction } from './transaction.js'
 import { RecordTable, loadRecordEntry, type DamagedEntry, type RecordEnvelope } from './records.js'
 import { randomUuid } from './ids.js'
 import { checksumOf } from './checksum.js'
-import { createQueue, type Queue, type QueueItem } from './queue.js'
+import { createQueue, type DeliveryPosition, type Queue, type QueueItem } from './queue.js'
 import { resolveConflict, stripLocalOnly, withLocalOnly, type ConflictStrategy } from './conflict.js'
 import { createHlcClock, type HlcClock } from './hlc.js'
 import { createScheduler, type Scheduler, type SyncRunResult } from './scheduler.js'
@@ -92,6 +92,24 @@ const APPLY_SLICE = 100
  * them) held the event loop for ~18 ms.
  */
 const FREEZE_SLICE = 200
+
+/** A picked and frozen batch. */
+interface Picked {
+  batch: QueueItem[]
+  mutations: Mutation[]
+  /** Every item was sent for the first time (so a stored seq of it means the batch was applied). */
+  fresh: boolean
+  /** The batch's records (`table\u0000id`). */
+  records: string[]
+}
+
+/** A batch whose request has been sent. */
+interface Flight extends Picked {
+  answer: Promise<MutationOutcome[]>
+}
+
+/** An outcome the server answered for (not deferred). */
+type AnsweredOutcome = Exclude<MutationOutcome, { status: 'deferred' }>
 
 /** Defaults, in one place. */
 export const DEFAULTS = {
@@ -505,13 +523,17 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
 
   // ── push ────────────────────────────────────────────────────────────────
   /**
-   * The next items of a batch being built: up to `want` items after the `picked` already chosen, at
-   * most one per record (`seen` holds the records of the whole batch), in delivery order.
+   * The next items of a batch being built: up to `want` items, at most one per record (`seen`
+   * holds the records of the whole batch, and of the batch on the wire), in delivery order, read
+   * on from where the slice before stopped (`read`, updated). A record whose items moved to a
+   * higher priority class meanwhile is passed over whole and waits for the next batch.
    */
-  function pickSlice(highPriorityOnly: boolean, seen: Set<string>, picked: number, want: number): QueueItem[] {
-    const candidates = queue.nextBatch({ limit: picked + want * 2, minPriority: highPriorityOnly ? 'high' : undefined })
+  function pickSlice(highPriorityOnly: boolean, seen: Set<string>, want: number, read: { last?: DeliveryPosition }): QueueItem[] {
     const slice: QueueItem[] = []
-    for (const item of candidates) {
+    // The items up to `read.last` were read by the slices before: each was chosen or passed over.
+    let last: QueueItem | undefined
+    for (const item of queue.inDeliveryOrder(highPriorityOnly ? 'high' : undefined, read.last)) {
+      last = item
       const k = `${item.entityType}\u0000${item.recordId}`
       if (seen.has(k)) continue
       seen.add(k)
@@ -521,6 +543,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       slice.push(item)
       if (slice.length >= want) break
     }
+    if (last) read.last = queue.deliveryPosition(last.seq)
     return slice
   }
 
@@ -544,10 +567,15 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
    * batch holds at most one item per record). A crash between slices leaves the frozen items sent,
    * to be sent again (exactly-once per seq).
    */
-  async function pickBatch(signal: AbortSignal, highPriorityOnly: boolean): Promise<{ batch: QueueItem[]; mutations: Mutation[] } | null> {
-    const seen = new Set<string>()
+  async function pickBatch(signal: AbortSignal, highPriorityOnly: boolean, ahead: Flight | null): Promise<Picked | null> {
+    // The records of a batch still on the wire wait for its answer: their next item needs the
+    // version it produces.
+    const seen = new Set<string>(ahead?.records)
+    const skip = seen.size
+    const read: { last?: DeliveryPosition } = {}
     const batch: QueueItem[] = []
     const mutations: Mutation[] = []
+    let fresh = true
     while (batch.length < batchLimit) {
       if (batch.length > 0) {
         await yieldToHost()
@@ -555,8 +583,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       }
       const want = Math.min(FREEZE_SLICE, batchLimit - batch.length)
       const slice = await transact((tx) => {
-        const chosen = pickSlice(highPriorityOnly, seen, batch.length, want)
+        const chosen = pickSlice(highPriorityOnly, seen, want, read)
         if (chosen.length === 0) return null
+        if (chosen.some((item) => item.sent)) fresh = false
         const bases = new Map<number, number | null>()
         for (const item of chosen) {
           const c = byTable.get(item.entityType)
@@ -574,43 +603,95 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       }
       if (slice.length < want) break
     }
-    return batch.length === 0 ? null : { batch, mutations }
+    return batch.length === 0 ? null : { batch, mutations, fresh, records: [...seen].slice(skip) }
   }
 
+  /**
+   * Sends a picked batch; the request runs while the caller goes on. `after` names the batch before
+   * it, still on the wire: the server applies this one only once that one is applied.
+   */
+  function launch(picked: Picked, signal: AbortSignal, after: Flight | null): Flight {
+    const options = after ? { signal, after: after.mutations[0]!.seq } : { signal }
+    const answer = backend.push(clientId, picked.mutations, options)
+    // Settled by land(), or dropped after a failure (the items stay sent, and are sent again).
+    answer.catch(() => {})
+    return { ...picked, answer }
+  }
+
+  /**
+   * Applies a batch's answer; resolves to the number of its items answered (applied, conflicting or
+   * rejected). Items deferred by the server, or of a request too large for it, stay sent and lead
+   * the next batch.
+   */
+  async function land(flight: Flight): Promise<number> {
+    const { batch, mutations } = flight
+    let outcomes: MutationOutcome[]
+    try {
+      outcomes = await flight.answer
+    } catch (error) {
+      if (!(error instanceof SyncError) || error.kind !== 'too-large') throw error
+      if (batch.length > 1) {
+        // Smaller requests from now on; this batch's items, still sent, lead the next ones.
+        batchLimit = Math.max(1, Math.min(batchLimit, Math.floor(batch.length / 2)))
+        logger.warn('push request too large for the server; sending smaller batches', { from: batch.length, to: batchLimit })
+        return 0
+      }
+      // One mutation too large on its own: the server can never take it; it fails like a rejection.
+      outcomes = [{ seq: batch[0]!.seq, status: 'rejected', code: 'PAYLOAD_TOO_LARGE', message: error.message }]
+    }
+    if (outcomes.length !== mutations.length || outcomes.some((x, i) => x.seq !== mutations[i]!.seq)) {
+      throw new SyncError('server', `push answer does not match the batch (${outcomes.length} outcomes for ${mutations.length} mutations)`)
+    }
+    if (outcomes.some((x) => x.status === 'deferred')) {
+      if (outcomes.some((x) => x.status !== 'deferred')) throw new SyncError('server', 'push answer defers only part of the batch')
+      return 0
+    }
+    await applyOutcomes(batch, outcomes as AnsweredOutcome[])
+    await yieldToHost()
+    return batch.length
+  }
+
+  /**
+   * Pushes everything queued (or only high-priority records), batch after batch. The next batch is
+   * picked, frozen and sent while the previous one's request is on the wire (at most two at once);
+   * answers are applied in the order the batches were sent.
+   */
   async function pushAll(signal: AbortSignal, highPriorityOnly: boolean): Promise<number> {
     let pushed = 0
     const total = queue.size
-    for (;;) {
-      if (signal.aborted) throw new AbortError()
-      const picked = await pickBatch(signal, highPriorityOnly)
-      if (!picked) return pushed
-      const { batch, mutations } = picked
-      progress = { phase: 'push', done: pushed, total }
-      refreshStatus()
-      let outcomes: MutationOutcome[]
-      try {
-        outcomes = await backend.push(clientId, mutations, { signal })
-      } catch (error) {
-        if (!(error instanceof SyncError) || error.kind !== 'too-large') throw error
-        if (batch.length > 1) {
-          // Smaller requests from now on; this batch's items, still sent, lead the next ones.
-          batchLimit = Math.max(1, Math.floor(batch.length / 2))
-          logger.warn('push request too large for the server; sending smaller batches', { from: batch.length, to: batchLimit })
+    // The batch sent last, whose answer is not applied yet.
+    let ahead: Flight | null = null
+    try {
+      for (;;) {
+        if (signal.aborted) throw new AbortError()
+        // `after` can name only a batch all of whose items were new: otherwise wait for its answer.
+        if (ahead && !ahead.fresh) {
+          const landing: Flight = ahead
+          ahead = null
+          pushed += await land(landing)
           continue
         }
-        // One mutation too large on its own: the server can never take it; it fails like a rejection.
-        outcomes = [{ seq: batch[0]!.seq, status: 'rejected', code: 'PAYLOAD_TOO_LARGE', message: error.message }]
+        const picked = await pickBatch(signal, highPriorityOnly, ahead)
+        if (!picked) {
+          if (!ahead) return pushed
+          const landing: Flight = ahead
+          ahead = null
+          pushed += await land(landing)
+          continue
+        }
+        progress = { phase: 'push', done: pushed, total }
+        refreshStatus()
+        const previous: Flight | null = ahead
+        ahead = launch(picked, signal, previous)
+        if (previous) pushed += await land(previous)
       }
-      if (outcomes.length !== mutations.length || outcomes.some((x, i) => x.seq !== mutations[i]!.seq)) {
-        throw new SyncError('server', `push answer does not match the batch (${outcomes.length} outcomes for ${mutations.length} mutations)`)
-      }
-      await applyOutcomes(batch, outcomes)
-      pushed += batch.length
-      await yieldToHost()
+    } finally {
+      // After a failure, a request still on the wire is left to finish: its items stay sent.
+      if (ahead) await ahead.answer.catch(() => {})
     }
   }
 
-  async function applyOutcomes(batch: QueueItem[], outcomes: MutationOutcome[]): Promise<void> {
+  async function applyOutcomes(batch: QueueItem[], outcomes: AnsweredOutcome[]): Promise<void> {
     const counts = { applied: 0, conflicts: 0, rejected: 0 }
     for (let from = 0; from < batch.length; from += APPLY_SLICE) {
       // A turn for the host first: decoding the answer took one already.
@@ -621,7 +702,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   }
 
   /** Applies outcomes `from`..`to` (exclusive) of a batch in one transaction; the batch's records are distinct. */
-  async function applyOutcomeSlice(batch: QueueItem[], outcomes: MutationOutcome[], from: number, to: number, counts: { applied: number; conflicts: number; rejected: number }): Promise<void> {
+  async function applyOutcomeSlice(batch: QueueItem[], outcomes: AnsweredOutcome[], from: number, to: number, counts: { applied: number; conflicts: number; rejected: number }): Promise<void> {
     // Listeners hear once per collection per slice, not once per record.
     const touched = new Map<string, string[]>()
     const touch = (name: string, ...ids: string[]): void => {

@@ -61,6 +61,15 @@ export type MutationOutcome =
       code: string
       message: string
     }
+  | {
+      seq: number
+      /**
+       * Not applied, nothing stored: the batch named a predecessor ({@link PushOptions.after}) the
+       * server had not applied yet. Send the mutation again; only such a batch is ever deferred, and
+       * then every mutation in it is.
+       */
+      status: 'deferred'
+    }
 
 /** One row change returned by a pull. */
 export interface Change {
@@ -120,13 +129,25 @@ export interface CallOptions {
   signal?: AbortSignal
 }
 
+/** Options of {@link Backend.push}. */
+export interface PushOptions extends CallOptions {
+  /**
+   * A seq of the batch sent just before this one, whose answer has not arrived: the server applies
+   * this batch only if that one is applied already, and otherwise answers every mutation
+   * `deferred`. Every seq of that earlier batch must have been new in it (never sent before), so
+   * that being stored means that batch was applied. Lets a device send its next batch while the
+   * previous one is on the wire without the two racing.
+   */
+  after?: number
+}
+
 /**
  * The backend port: everything the engine needs from a server. Implementations never decide retry
  * policy; they throw {@link SyncError} (see `errors.ts`) whose `kind` the engine acts on.
  */
 export interface Backend {
   /** Push a batch; resolves to one outcome per mutation, in order. */
-  push(clientId: string, mutations: readonly Mutation[], options?: CallOptions): Promise<MutationOutcome[]>
+  push(clientId: string, mutations: readonly Mutation[], options?: PushOptions): Promise<MutationOutcome[]>
   /** Pull one page of changes after `request.cursor`. */
   pull(request: PullRequest, options?: CallOptions): Promise<PullResult>
   /** Checksums of the caller's live (non-deleted) rows, per table. */

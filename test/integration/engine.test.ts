@@ -246,6 +246,58 @@ describe('engine through the real stack', () => {
     expect(a.events).toContainEqual(expect.objectContaining({ type: 'failed', id: big.id, code: 'PAYLOAD_TOO_LARGE' }))
   }, 60_000)
 
+  it('batches sent while the one before is on the wire apply in the order they were sent, however the requests race', async () => {
+    // Each ref points at a contact of the batch before it (a foreign key): applied out of order, it
+    // would be rejected. Every other push request is held back 150 ms, so the next one, sent while
+    // it is on the wire, reaches the server first; the server defers it and it goes again.
+    await stack().query(`
+      create table if not exists public.contact_refs (
+        id uuid primary key default gen_random_uuid(), user_id uuid default auth.uid(),
+        contact_id uuid not null references public.contacts (id), label text);
+      alter table public.contact_refs enable row level security;
+      drop policy if exists contact_refs_all on public.contact_refs;
+      create policy contact_refs_all on public.contact_refs to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
+      grant select, insert, update, delete on public.contact_refs to authenticated;
+      select public.sync_enable_table('public.contact_refs', 'user_id');`)
+    let requests = 0
+    let deferred = 0
+    const racing = {
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = input instanceof Request ? input.url : String(input)
+        if (!url.includes('/rpc/sync_push_runs')) return fetch(input, init)
+        if (requests++ % 2 === 0) await new Promise((resolve) => setTimeout(resolve, 150))
+        const response = await fetch(input, init)
+        if ((await response.clone().text()) === '{"deferred" : true}') deferred++
+        return response
+      }) as typeof fetch,
+    }
+    const user = newUser()
+    const sync = createSyncOrchestrator({
+      storage: createMemoryStorage(),
+      backend: createSupabaseBackend({ client: stack().createClient(user, { fetch: racing.fetch }) }),
+      environment: createManualEnvironment({ now: Date.now() }),
+      collections: { contacts: {}, contact_refs: {} },
+      batchSize: 5,
+    })
+    await sync.ready
+    const contacts = sync.collection<Contact>('contacts')
+    const refs = sync.collection<{ id: string; contact_id: string; label: string }>('contact_refs')
+    for (let group = 0; group < 6; group++) {
+      const made = []
+      for (let i = 0; i < 5; i++) made.push(await contacts.insert({ name: `c${group}.${i}` }))
+      for (const c of made) await refs.insert({ contact_id: c.id, label: `ref to ${c.name}` })
+    }
+    expect(await sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect(sync.getSyncStatus()).toMatchObject({ queueLength: 0, failed: 0 })
+    const linked = await stack().query<{ n: string }>(
+      'select count(*) as n from public.contact_refs r join public.contacts c on c.id = r.contact_id where r.user_id = $1', [user])
+    expect(linked).toEqual([{ n: '30' }])
+    expect((await serverRows(user)).size).toBe(30)
+    // The race did happen, and was answered by deferring.
+    expect(deferred).toBeGreaterThan(0)
+    await sync.close()
+  }, 60_000)
+
   it('crash safety: a new orchestrator over the same storage after a crash at any point loses nothing and applies nothing twice', async () => {
     type Op = { kind: 'insert' } | { kind: 'update'; pick: number } | { kind: 'delete'; pick: number } | { kind: 'crash'; at: 'idle' | 'lost-push-response' | 'push-request' | 'pull' }
     const op = fc.oneof(

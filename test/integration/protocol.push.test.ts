@@ -190,7 +190,7 @@ describe.each(FORMATS)('$name', ({ push }) => {
     // The outcomes are stored: a retry, even with other contents, re-runs nothing and gets them back.
     // (A device never changes a sent mutation; with runs, rows are completed from what it sends.)
     const retried = await push(client, clientId, outcomes.map((_, i) => createContact(i + 1)))
-    const summary = (o: (typeof outcomes)[number]) => [o.seq, o.status, o.status === 'rejected' ? o.code : o.version]
+    const summary = (o: (typeof outcomes)[number]) => [o.seq, o.status, o.status === 'rejected' ? o.code : o.status === 'deferred' ? null : o.version]
     expect(retried.map(summary)).toEqual(outcomes.map(summary))
     const names = await stack().query('select name from contacts where user_id = $1 order by name', [user])
     expect(names).toEqual([{ name: 'ok 1' }, { name: 'ok 2' }])
@@ -457,6 +457,49 @@ describe('sync_push_runs', () => {
     expect(fresh).toMatchObject({ seq: 8, status: 'applied', version: 1 })
     const rows = await stack().query<{ n: string; v: string }>('select count(*) as n, sum(_version) as v from contacts where user_id = $1', [user])
     expect(rows).toEqual([{ n: '7', v: '8' }])
+  })
+
+  it('applies a batch sent with `after` only once that earlier batch is applied, else defers it whole', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const count = async () => Number((await stack().query<{ n: string }>('select count(*) as n from contacts where user_id = $1', [user]))[0]!.n)
+    // The first batch: seqs 1 and 3 are one applied group (2 is never sent), 4 a rejection.
+    const first: Mutation[] = [createContact(1), createContact(3), { ...createContact(4), data: { name: null, phone: '1' } }]
+    const { data, error } = await rawRuns(client, encodePushBody(clientId, first))
+    expect(error).toBeNull()
+    expect((data as Array<Record<string, unknown>>).find((e) => Array.isArray(e.seqs))?.seqs).toEqual([1, 3])
+
+    // Named predecessors that were applied: a group's member, or a record of its own (a rejection).
+    for (const [after, seq] of [[3, 10], [4, 11]] as const) {
+      const next = [createContact(seq)]
+      const answer = await rawRuns(client, encodePushBody(clientId, next, after))
+      expect(answer.error).toBeNull()
+      expect(decodePushAnswer(answer.data, next, after)).toMatchObject([{ seq, status: 'applied', version: 1 }])
+    }
+    expect(await count()).toBe(4)
+
+    // Not applied: a seq inside the group's range that is not a member, one never sent, one of
+    // another client. Deferred whole; nothing applied or stored, so it goes through later as new.
+    const waiting = [createContact(20), createContact(21)]
+    for (const [after, from] of [[2, clientId], [99, clientId], [1, randomUUID()]] as const) {
+      const answer = await rawRuns(client, encodePushBody(from, waiting, after))
+      expect(answer.error).toBeNull()
+      expect(answer.data).toEqual({ deferred: true })
+      expect(decodePushAnswer(answer.data, waiting, after)).toEqual([{ seq: 20, status: 'deferred' }, { seq: 21, status: 'deferred' }])
+    }
+    expect(await count()).toBe(4)
+    expect(await pushRuns(client, clientId, waiting)).toMatchObject([{ seq: 20, status: 'applied' }, { seq: 21, status: 'applied' }])
+    expect(await count()).toBe(6)
+
+    // A defer the device did not ask for (no `after`) is a malformed answer; so is a bad `after`.
+    expect(() => decodePushAnswer({ deferred: true }, waiting)).toThrow(/deferred a batch that named no predecessor/)
+    for (const after of ['3', -1, 1.5]) {
+      const answer = await rawRuns(client, { ...encodePushBody(clientId, [createContact(30)]), after })
+      expect(answer.error?.code).toBe('22023')
+      expect(answer.error?.message).toMatch(/after must be null or a seq/)
+    }
+    expect(await count()).toBe(6)
   })
 
   it('refuses a malformed batch with 22023, naming the fault, and applies none of it', async () => {

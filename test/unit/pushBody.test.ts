@@ -108,6 +108,14 @@ describe('decodePushAnswer', () => {
     expect(outcome).toEqual({ seq: 8, status: 'applied', row: { id: 'a', name: 'BO' }, version: 2, hlc: null })
   })
 
+  it('defers every mutation of a batch that named a predecessor, and refuses a defer it did not ask for', () => {
+    expect(encodePushBody('c', [create], 3)).toMatchObject({ client_id: 'c', after: 3 })
+    expect(encodePushBody('c', [create])).not.toHaveProperty('after')
+    expect(decodePushAnswer({ deferred: true }, [create, update], 3)).toEqual([{ seq: 7, status: 'deferred' }, { seq: 8, status: 'deferred' }])
+    expect(() => decodePushAnswer({ deferred: true }, [create])).toThrow(/named no predecessor/)
+    expect(() => decodePushAnswer({ deferred: false }, [create], 3)).toThrow(SyncError)
+  })
+
   it('refuses a partial answer without a row, or with a partial flag other than true', () => {
     for (const bad of [
       { seq: 7, status: 'applied', row: null, partial: true, version: 1, hlc: null },

@@ -21,7 +21,7 @@
  */
 import type { Pool, PoolClient } from 'pg'
 import { AbortError, SyncError } from '../../core/errors.js'
-import type { Backend, CallOptions, Mutation, MutationOutcome, PullRequest, PullResult, TableChecksum } from '../../core/protocol.js'
+import type { Backend, CallOptions, Mutation, MutationOutcome, PullRequest, PullResult, PushOptions, TableChecksum } from '../../core/protocol.js'
 import {
   DEFAULT_PULL_LIMIT,
   DEFAULT_RPC_NAMES,
@@ -197,10 +197,10 @@ export function createPostgresBackend(options: PostgresBackendOptions): Backend 
   }
 
   return {
-    async push(clientId: string, mutations: readonly Mutation[], callOptions: CallOptions = {}): Promise<MutationOutcome[]> {
+    async push(clientId: string, mutations: readonly Mutation[], callOptions: PushOptions = {}): Promise<MutationOutcome[]> {
       if (mutations.length === 0) return []
-      const data = await run(pushSql, [JSON.stringify(encodePushBody(clientId, mutations))], callOptions.signal)
-      return decodePushAnswer(data, mutations)
+      const data = await run(pushSql, [JSON.stringify(encodePushBody(clientId, mutations, callOptions.after))], callOptions.signal)
+      return decodePushAnswer(data, mutations, callOptions.after)
     },
 
     async pull(request: PullRequest, callOptions: CallOptions = {}): Promise<PullResult> {

@@ -10,7 +10,7 @@
  */
 import type { SupabaseClient } from '@supabase/supabase-js'
 import { AbortError, isAbortError } from '../../core/errors.js'
-import type { Backend, CallOptions, Mutation, MutationOutcome, PullRequest, PullResult, TableChecksum } from '../../core/protocol.js'
+import type { Backend, CallOptions, Mutation, MutationOutcome, PullRequest, PullResult, PushOptions, TableChecksum } from '../../core/protocol.js'
 import {
   DEFAULT_PULL_LIMIT,
   DEFAULT_RPC_NAMES,
@@ -123,10 +123,10 @@ export function createSupabaseBackend(options: SupabaseBackendOptions): Backend 
   }
 
   return {
-    async push(clientId: string, mutations: readonly Mutation[], callOptions: CallOptions = {}): Promise<MutationOutcome[]> {
+    async push(clientId: string, mutations: readonly Mutation[], callOptions: PushOptions = {}): Promise<MutationOutcome[]> {
       if (mutations.length === 0) return []
-      const data = await call(rpc.push, { ...encodePushBody(clientId, mutations) }, callOptions.signal)
-      return decodePushAnswer(data, mutations)
+      const data = await call(rpc.push, { ...encodePushBody(clientId, mutations, callOptions.after) }, callOptions.signal)
+      return decodePushAnswer(data, mutations, callOptions.after)
     },
 
     async pull(request: PullRequest, callOptions: CallOptions = {}): Promise<PullResult> {
