@@ -4,7 +4,7 @@
 --   sync_enable_table(regclass, text)        make a table syncable (run by the schema owner)
 --   sync_push_runs(jsonb) -> json            exactly-once push of a batch given as runs (the backends')
 --   sync_push(uuid, jsonb) -> json           the same for a batch given as a list of mutations
---   sync_pull(text[], jsonb, int) -> json    gapless, paged pull across tables
+--   sync_pull(text[], jsonb, int, text) -> json  gapless, paged pull across tables
 --   sync_checksum(text[]) -> jsonb           per-table checksum of the caller's live rows
 --   sync_purge_tombstones(interval)          tombstone retention (service role / owner only)
 --   sync_purge_idempotency(interval)         retention of push idempotency records
@@ -1217,12 +1217,18 @@ $$;
 -- - A cursor below a requested table's purge horizon may have missed a purged tombstone: the
 --   answer is a reset. When a page ends the stream, the cursor moves past any horizon already
 --   below the snapshot, so a device that resynced is not reset again.
--- Earlier versions returned jsonb.
+-- - With p_skip_node, a row whose stamp (_hlc) is that node's, that is whose last write was a push
+--   carrying a device's own stamp (any other write restamps it with node `server`), is left out of
+--   the changes: the device that pushed it holds that state from the push's answer. The page still
+--   counts it, and the cursor moves past it, so a page may hold fewer changes than asked for (even
+--   none) with hasMore.
+-- Earlier versions returned jsonb, and had no p_skip_node.
 select sync.drop_if_returns('public.sync_pull(text[], jsonb, int)', 'jsonb');
+drop function if exists public.sync_pull(text[], jsonb, int);
 
 -- The answer is built in one pass as json: each row is turned into JSON once, from its public
 -- columns (named from the catalog), never into jsonb and back.
-create or replace function public.sync_pull(p_tables text[], p_cursor jsonb, p_limit int) returns json
+create or replace function public.sync_pull(p_tables text[], p_cursor jsonb, p_limit int, p_skip_node text default null) returns json
   language plpgsql
   security invoker
   set search_path = ''
@@ -1286,10 +1292,14 @@ begin
      where a.attrelid = pg_catalog.format('%I.%I', v_info.table_schema, v_info.table_name)::regclass
        and a.attnum > 0 and not a.attisdropped and a.attname not in ('_version', '_xid', '_deleted', '_hlc');
     -- ord numbers the rows in key order, so the merge can order by (x, table, ord) across key types.
+    -- sk: left out (p_skip_node's own write); such a row is not turned into JSON.
     v_parts := v_parts || pg_catalog.format(
       $q$(select s._xid as x, %L::text collate "C" as tbl, row_number() over (order by s._xid, s."sync.k") as ord,
-                 s."sync.k"::text as id, pg_catalog.to_json(r) as r, s._version as v, s._deleted as d, s._hlc as h
-            from (select t.*, t.%I as "sync.k" from %I.%I t
+                 s."sync.k"::text as id, s."sync.sk" as sk,
+                 case when not s."sync.sk" then pg_catalog.to_json(r) end as r, s._version as v, s._deleted as d, s._hlc as h
+            from (select t.*, t.%I as "sync.k",
+                         coalesce(pg_catalog.right(t._hlc, pg_catalog.length($6) + 1) = ':' || $6, false) as "sync.sk"
+                    from %I.%I t
                    where %s and t._xid < $3 order by t._xid, t.%I limit $4) s
             cross join lateral (select %s) r)$q$,
       v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column,
@@ -1304,14 +1314,14 @@ begin
   execute pg_catalog.format(
     $q$select pg_catalog.count(*)::int,
               pg_catalog.json_agg(pg_catalog.json_build_object('table', u.tbl, 'id', u.id, 'row', u.r,
-                'version', u.v, 'deleted', u.d, 'hlc', u.h) order by u.n) filter (where u.n <= $5),
+                'version', u.v, 'deleted', u.d, 'hlc', u.h) order by u.n) filter (where u.n <= $5 and not u.sk),
               (pg_catalog.array_agg(u.x::text order by u.n desc) filter (where u.n <= $5))[1],
               (pg_catalog.array_agg(u.tbl::text order by u.n desc) filter (where u.n <= $5))[1],
               (pg_catalog.array_agg(u.id order by u.n desc) filter (where u.n <= $5))[1]
          from (select a.*, pg_catalog.row_number() over (order by a.x, a.tbl, a.ord) as n
                  from (select * from (%s) b order by b.x, b.tbl, b.ord limit $4) a) u$q$,
     pg_catalog.array_to_string(v_parts, ' union all '))
-    into v_count, v_changes, v_lx, v_lt, v_li using v_cx, v_ci, v_xmin, v_limit + 1, v_limit;
+    into v_count, v_changes, v_lx, v_lt, v_li using v_cx, v_ci, v_xmin, v_limit + 1, v_limit, p_skip_node;
 
   v_has_more := v_count > v_limit;
   if v_count = 0 then
@@ -1345,9 +1355,10 @@ begin
 end
 $$;
 
-comment on function public.sync_pull(text[], jsonb, int) is
+comment on function public.sync_pull(text[], jsonb, int, text) is
   'Gapless page of changes after a cursor across the given tables: {changes: [{table, id, row, version, deleted, hlc}], '
-  'cursor, hasMore, reset}. The cursor is an opaque string; pass null to start from the beginning.';
+  'cursor, hasMore, reset}. The cursor is an opaque string; pass null to start from the beginning. '
+  'p_skip_node leaves out rows last written by a push stamped by that node (the cursor still moves past them).';
 
 -- ---------------------------------------------------------------------------------------------
 -- sync_checksum
@@ -1448,7 +1459,7 @@ comment on function public.sync_purge_idempotency(interval) is
 revoke all on function public.sync_enable_table(regclass, text) from public;
 revoke all on function public.sync_push(uuid, jsonb) from public;
 revoke all on function public.sync_push_runs(jsonb) from public;
-revoke all on function public.sync_pull(text[], jsonb, int) from public;
+revoke all on function public.sync_pull(text[], jsonb, int, text) from public;
 revoke all on function public.sync_checksum(text[]) from public;
 revoke all on function public.sync_purge_tombstones(interval) from public;
 revoke all on function public.sync_purge_idempotency(interval) from public;
@@ -1466,7 +1477,7 @@ begin
       execute pg_catalog.format('revoke all on function public.sync_purge_idempotency(interval) from %I', v_role);
       execute pg_catalog.format('revoke all on function public.sync_push(uuid, jsonb) from %I', v_role);
       execute pg_catalog.format('revoke all on function public.sync_push_runs(jsonb) from %I', v_role);
-      execute pg_catalog.format('revoke all on function public.sync_pull(text[], jsonb, int) from %I', v_role);
+      execute pg_catalog.format('revoke all on function public.sync_pull(text[], jsonb, int, text) from %I', v_role);
       execute pg_catalog.format('revoke all on function public.sync_checksum(text[]) from %I', v_role);
       execute pg_catalog.format('revoke all on all tables in schema sync from %I', v_role);
       -- Trigger functions run as the writer, whoever that is.
@@ -1477,7 +1488,7 @@ begin
     if exists (select 1 from pg_catalog.pg_roles where rolname = v_role) then
       execute pg_catalog.format('grant execute on function public.sync_push(uuid, jsonb) to %I', v_role);
       execute pg_catalog.format('grant execute on function public.sync_push_runs(jsonb) to %I', v_role);
-      execute pg_catalog.format('grant execute on function public.sync_pull(text[], jsonb, int) to %I', v_role);
+      execute pg_catalog.format('grant execute on function public.sync_pull(text[], jsonb, int, text) to %I', v_role);
       execute pg_catalog.format('grant execute on function public.sync_checksum(text[]) to %I', v_role);
       execute pg_catalog.format('grant select on sync.tables to %I', v_role);
       execute pg_catalog.format('grant select, insert, update on sync.idempotency to %I', v_role);

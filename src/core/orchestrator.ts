@@ -784,7 +784,10 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     let pulled = 0
     for (;;) {
       if (signal.aborted) throw new AbortError()
-      const page = await backend.pull({ tables: serverTables, cursor, limit: o.pullLimit }, { signal })
+      // The echoes of this instance's own pushes are left out, but never in a resync, which must
+      // see every row to know which local records the server no longer has.
+      const request = { tables: serverTables, cursor, limit: o.pullLimit }
+      const page = await backend.pull(resync ? request : { ...request, skipNode: clock.nodeId }, { signal })
       if (page.reset) {
         await transact((tx) => {
           tx.write({ type: 'set', key: META_RESYNC, value: true }, { type: 'delete', key: META_CURSOR })
@@ -999,6 +1002,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         touched.set(c.name, [...(touched.get(c.name) ?? []), item.recordId])
       }
       tx.afterCommit(() => {
+        // A discarded item that was sent may have been applied, its answer never seen: rows this
+        // node stamped are no longer all held here, so its pulls must not leave them out.
+        if (discarded.some((item) => item.sent)) clock = createHlcClock({ nodeId: newNodeId(), now: () => env.now(), last: clock.peek() })
         for (const [name, ids] of touched) notifyCollection(name, ids, 'local')
         refreshStatus()
       })
@@ -1142,7 +1148,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   // ── lifecycle ───────────────────────────────────────────────────────────
   const ready: Promise<void> = (async () => {
     await loadState()
-    clock = createHlcClock({ nodeId: clientId.replace(/[^A-Za-z0-9]/g, '').slice(0, 12), now: () => env.now() })
+    clock = createHlcClock({ nodeId: newNodeId(), now: () => env.now() })
     for (const table of tables.values()) for (const rec of table.records.values()) if (rec.hlc) clock.receive(rec.hlc)
     refreshStatus()
     if (o.autoStart && !closed) scheduler.start()
@@ -1218,6 +1224,17 @@ function mergeLocalOnly(strategy: unknown): readonly string[] {
   if (strategy === null || typeof strategy !== 'object') return []
   const list = (strategy as { merge?: { localOnly?: unknown } }).merge?.localOnly
   return Array.isArray(list) ? list.filter((f): f is string => typeof f === 'string') : []
+}
+
+/**
+ * A fresh HLC node id for this instance's clock (12 hex digits, random). Rows on the server stamped
+ * with it are exactly the ones this instance pushed and got an answer for (or will: a sent item is
+ * sent again until answered), which is what lets its pulls leave them out. So it is new for every
+ * instance, never persisted (a restored or copied storage must not inherit it), and renewed when
+ * sent items are discarded without an answer.
+ */
+function newNodeId(): string {
+  return randomUuid().replace(/-/g, '').slice(0, 12)
 }
 
 function omit(row: Row, key: string): Row {

@@ -96,6 +96,13 @@ export interface PullRequest {
   cursor: Cursor
   /** Maximum number of changes in the answer. */
   limit: number
+  /**
+   * Leave out rows whose last write was a push stamped by this HLC node (the caller's own writes,
+   * whose state it holds from the push answers). The page still counts them and the cursor moves
+   * past them, so a page can hold fewer changes than `limit`, even none, with `hasMore`. Only for a
+   * caller that applied the answer of every push it stamped with this node.
+   */
+  skipNode?: string
 }
 
 /** One page of changes. */

@@ -9,7 +9,7 @@ import { createMemoryStorage } from '../../src/storage/memory.js'
 import { createManualEnvironment } from '../../src/env/manual.js'
 import type { Storage } from '../../src/core/storage.js'
 import type { SyncEvent } from '../../src/core/types.js'
-import { newUser, settle, useStack } from '../helpers/stack.js'
+import { newUser, responseLosingFetch, settle, useStack } from '../helpers/stack.js'
 
 interface Contact extends Record<string, unknown> {
   id: string
@@ -297,6 +297,36 @@ describe('engine through the real stack', () => {
     expect(deferred).toBeGreaterThan(0)
     await sync.close()
   }, 60_000)
+
+  it("a device's pull leaves out its own pushes' echoes, but not once it discarded a push whose answer it never saw", async () => {
+    const user = newUser()
+    const lossy = responseLosingFetch()
+    const a = device(user, createMemoryStorage(), lossy)
+    const b = device(user)
+    await Promise.all([a.sync.ready, b.sync.ready])
+    const r = await a.contacts.insert({ name: 'v1' })
+    for (let i = 0; i < 20; i++) await a.contacts.insert({ name: `other ${i}` })
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    await settle(stack())
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    // Its 21 rows came back to nobody but the other device.
+    expect(a.events.filter((e) => e.type === 'pulled')).toEqual([])
+    expect(await b.sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect(b.events.filter((e) => e.type === 'pulled')).toEqual([{ type: 'pulled', changes: 21 }])
+
+    // The server applies an update whose answer is lost; the device then discards the change.
+    await a.contacts.update(r.id, { name: 'v2' })
+    lossy.loseNext()
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: false })
+    expect(lossy.lost()).toBe(1)
+    expect(await a.sync.clearQueue()).toHaveLength(1)
+    expect(a.contacts.get(r.id)?.name).toBe('v1')
+    // The server holds v2, written by this device: its next pull must bring it back.
+    await settle(stack())
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect(a.contacts.get(r.id)?.name).toBe('v2')
+    expect((await a.sync.getMetrics()).dataInSync).toBe(true)
+  })
 
   it('crash safety: a new orchestrator over the same storage after a crash at any point loses nothing and applies nothing twice', async () => {
     type Op = { kind: 'insert' } | { kind: 'update'; pick: number } | { kind: 'delete'; pick: number } | { kind: 'crash'; at: 'idle' | 'lost-push-response' | 'push-request' | 'pull' }

@@ -125,6 +125,47 @@ describe('sync_pull', () => {
     expect(await next()).toMatchObject([{ table: 'notes', id: noteId, version: 3, deleted: true, row: { body: 'rest 2' } }])
   })
 
+  it('leaves out rows last written by a push stamped by p_skip_node, and moves the cursor past them', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const stamp = (node: string) => `${String(Date.now()).padStart(15, '0')}:00000:${node}`
+    const mine = Array.from({ length: 5 }, (_, i) => ({ ...createContact(i + 1), hlc: stamp('nodeA') }))
+    await push(client, clientId, mine)
+    const theirs = { ...createContact(1), hlc: stamp('nodeB') }
+    await push(client, randomUUID(), [theirs])
+    // A later write that is not a device's push restamps the row (node `server`): no longer skipped.
+    await stack().query(`update contacts set phone = '1' where id = $1`, [mine[0]!.id])
+    await settle(stack())
+
+    const page = async (cursor: Cursor, node: string) => {
+      const { data, error } = await client.rpc('sync_pull', { p_tables: ['contacts'], p_cursor: cursor, p_limit: 2, p_skip_node: node })
+      expect(error).toBeNull()
+      return data as { changes: Change[]; cursor: Cursor; hasMore: boolean }
+    }
+    const pages: Array<{ ids: string[]; hasMore: boolean }> = []
+    let cursor: Cursor = null
+    for (let more = true; more; ) {
+      const p = await page(cursor, 'nodeA')
+      pages.push({ ids: p.changes.map((c) => c.id), hasMore: p.hasMore })
+      cursor = p.cursor
+      more = p.hasMore
+    }
+    // Rows in (xid, id) order: the 4 pushed rows left out, two pages of nothing, then the others.
+    expect(pages).toEqual([
+      { ids: [], hasMore: true },
+      { ids: [], hasMore: true },
+      { ids: [theirs.id, mine[0]!.id], hasMore: false },
+    ])
+    const all = await pullAll(client, ['contacts'], null, 100, stack())
+    expect(cursor).toEqual(all.cursor)
+    expect(all.changes).toHaveLength(6)
+    // Only the whole node id matches.
+    const { changes } = await page(null, 'odeA')
+    expect(changes).toHaveLength(2)
+    expect((await pullAll(client, ['contacts'], null, 100, stack())).changes).toHaveLength(6)
+  })
+
   it('rejects unknown and non-syncable tables and malformed cursors', async () => {
     const client = stack().createClient(newUser())
     const unknown = await client.rpc('sync_pull', { p_tables: ['nope'], p_cursor: null, p_limit: 10 })

@@ -99,6 +99,7 @@ export function createPostgresBackend(options: PostgresBackendOptions): Backend 
   const fn = (name: string): string => `${quoteIdent(resolved.schema)}.${quoteIdent(name)}`
   const pushSql = `select ${fn(rpc.push)}($1::jsonb) as result`
   const pullSql = `select ${fn(rpc.pull)}(p_tables => $1::text[], p_cursor => $2::jsonb, p_limit => $3::int) as result`
+  const pullSkipSql = `select ${fn(rpc.pull)}(p_tables => $1::text[], p_cursor => $2::jsonb, p_limit => $3::int, p_skip_node => $4::text) as result`
   const checksumSql = `select ${fn(rpc.checksum)}(p_tables => $1::text[]) as result`
   const setUserSql = `select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`
 
@@ -207,7 +208,8 @@ export function createPostgresBackend(options: PostgresBackendOptions): Backend 
       const limit = effectiveLimit(request, pullLimit)
       const cursor = decodeCursor(request.cursor)
       if (request.tables.length === 0) return { changes: [], cursor: request.cursor, hasMore: false, reset: false }
-      const data = await run(pullSql, [[...request.tables], cursor === null ? null : JSON.stringify(cursor), limit], callOptions.signal)
+      const params = [[...request.tables], cursor === null ? null : JSON.stringify(cursor), limit]
+      const data = await run(request.skipNode === undefined ? pullSql : pullSkipSql, request.skipNode === undefined ? params : [...params, request.skipNode], callOptions.signal)
       return decodePullAnswer(data, limit)
     },
 

@@ -133,7 +133,8 @@ export function createSupabaseBackend(options: SupabaseBackendOptions): Backend 
       const limit = effectiveLimit(request, pullLimit)
       const cursor = decodeCursor(request.cursor)
       if (request.tables.length === 0) return { changes: [], cursor: request.cursor, hasMore: false, reset: false }
-      const data = await call(rpc.pull, { p_tables: [...request.tables], p_cursor: cursor, p_limit: limit }, callOptions.signal)
+      const args = { p_tables: [...request.tables], p_cursor: cursor, p_limit: limit }
+      const data = await call(rpc.pull, request.skipNode === undefined ? args : { ...args, p_skip_node: request.skipNode }, callOptions.signal)
       return decodePullAnswer(data, limit)
     },
 
