@@ -715,13 +715,16 @@ $$;
 
 -- Whether a client's seq is stored: as a record of its own, or as a member of a group.
 create or replace function sync.applied(p_client_id uuid, p_user uuid, p_seq bigint) returns boolean
-  language sql stable
+  language plpgsql stable
   set search_path = ''
 as $$
-  select exists (select 1 from sync.idempotency i
+-- plpgsql, not sql: with `set search_path` a SQL function is planned again on every call.
+begin
+  return exists (select 1 from sync.idempotency i
                   where i.client_id = p_client_id and i.user_id is not distinct from p_user
                     and i.seq >= p_seq and coalesce(i.first_seq, i.seq) <= p_seq
-                    and (i.seq = p_seq or p_seq = any (i.seqs)))
+                    and (i.seq = p_seq or p_seq = any (i.seqs)));
+end
 $$;
 
 -- The stored outcomes of a client's seqs (those stored), one per seq: a group's members are

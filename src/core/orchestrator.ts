@@ -664,14 +664,8 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     try {
       for (;;) {
         if (signal.aborted) throw new AbortError()
-        // `after` can name only a batch all of whose items were new: otherwise wait for its answer.
-        if (ahead && !ahead.fresh) {
-          const landing: Flight = ahead
-          ahead = null
-          pushed += await land(landing)
-          continue
-        }
-        const picked = await pickBatch(signal, highPriorityOnly, ahead)
+        // `after` can name only a batch all of whose items were new: otherwise land it first.
+        const picked = ahead?.fresh === false ? null : await pickBatch(signal, highPriorityOnly, ahead)
         if (!picked) {
           if (!ahead) return pushed
           const landing: Flight = ahead
