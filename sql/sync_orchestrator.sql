@@ -1223,8 +1223,10 @@ $$;
 -- - With p_skip_node, a row whose stamp (_hlc) is that node's, that is whose last write was a push
 --   carrying a device's own stamp (any other write restamps it with node `server`), is left out of
 --   the changes: the device that pushed it holds that state from the push's answer. The page still
---   counts it, and the cursor moves past it, so a page may hold fewer changes than asked for (even
---   none) with hasMore.
+--   counts it, and the cursor moves past it, so a page may hold fewer changes than asked for. A
+--   page whose rows are all left out is not answered: the call reads on from its end (a device's
+--   own pushes come back as long runs of such rows), up to SKIP_PAGES pages in all; only a call
+--   that reads that many finding nothing to send answers with an empty page and hasMore.
 -- Earlier versions returned jsonb, and had no p_skip_node.
 select sync.drop_if_returns('public.sync_pull(text[], jsonb, int)', 'jsonb');
 drop function if exists public.sync_pull(text[], jsonb, int);
@@ -1241,11 +1243,15 @@ create or replace function public.sync_pull(p_tables text[], p_cursor jsonb, p_l
   set enable_bitmapscan = off
 as $$
 declare
-  v_cursor jsonb := sync.decode_cursor(p_cursor);
+  v_start jsonb := sync.decode_cursor(p_cursor);
+  v_cursor jsonb := v_start;
   v_cx xid8 := (v_cursor ->> 'x')::xid8;
   v_ct text := v_cursor ->> 't';
   v_ci text := v_cursor ->> 'i';
   v_limit int := least(greatest(coalesce(p_limit, 100), 1), 5000);
+  -- Pages read at most in one call when every row read is left out (p_skip_node).
+  c_skip_pages constant int := 10;
+  v_pages int := 0;
   v_tables text[];
   v_name text;
   v_info sync.tables;
@@ -1277,61 +1283,71 @@ begin
 
   v_xmin := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
 
-  foreach v_name in array v_tables loop
-    v_info := sync.table_info(v_name);
-    -- Where this table's rows resume relative to the cursor (x, t, i).
-    if v_cursor is null then
-      v_pred := 'true';
-    elsif v_info.table_name collate "C" < v_ct collate "C" then
-      v_pred := 't._xid > $1';
-    elsif v_info.table_name = v_ct then
-      v_pred := pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type);
-    else
-      v_pred := 't._xid >= $1';
-    end if;
-    -- The row as devices see it: every column but the sync columns.
-    select pg_catalog.string_agg(pg_catalog.format('s.%I', a.attname), ', ' order by a.attnum) into v_columns
-      from pg_catalog.pg_attribute a
-     where a.attrelid = pg_catalog.format('%I.%I', v_info.table_schema, v_info.table_name)::regclass
-       and a.attnum > 0 and not a.attisdropped and a.attname not in ('_version', '_xid', '_deleted', '_hlc');
-    -- ord numbers the rows in key order, so the merge can order by (x, table, ord) across key types.
-    -- sk: left out (p_skip_node's own write); such a row is not turned into JSON.
-    v_parts := v_parts || pg_catalog.format(
-      $q$(select s._xid as x, %L::text collate "C" as tbl, row_number() over (order by s._xid, s."sync.k") as ord,
-                 s."sync.k"::text as id, s."sync.sk" as sk,
-                 case when not s."sync.sk" then pg_catalog.to_json(r) end as r, s._version as v, s._deleted as d, s._hlc as h
-            from (select t.*, t.%I as "sync.k",
-                         coalesce(pg_catalog.right(t._hlc, pg_catalog.length($6) + 1) = ':' || $6, false) as "sync.sk"
-                    from %I.%I t
-                   where %s and t._xid < $3 order by t._xid, t.%I limit $4) s
-            cross join lateral (select %s) r)$q$,
-      v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column,
-      v_columns);
-  end loop;
-
-  if pg_catalog.cardinality(v_parts) = 0 then
+  if pg_catalog.cardinality(v_tables) = 0 then
     return pg_catalog.json_build_object('changes', '[]'::json, 'cursor', p_cursor, 'hasMore', false, 'reset', false);
   end if;
 
-  -- One row more than the page tells whether there is more; the page's last row is the cursor.
-  execute pg_catalog.format(
-    $q$select pg_catalog.count(*)::int,
-              pg_catalog.json_agg(pg_catalog.json_build_object('table', u.tbl, 'id', u.id, 'row', u.r,
-                'version', u.v, 'deleted', u.d, 'hlc', u.h) order by u.n) filter (where u.n <= $5 and not u.sk),
-              (pg_catalog.array_agg(u.x::text order by u.n desc) filter (where u.n <= $5))[1],
-              (pg_catalog.array_agg(u.tbl::text order by u.n desc) filter (where u.n <= $5))[1],
-              (pg_catalog.array_agg(u.id order by u.n desc) filter (where u.n <= $5))[1]
-         from (select a.*, pg_catalog.row_number() over (order by a.x, a.tbl, a.ord) as n
-                 from (select * from (%s) b order by b.x, b.tbl, b.ord limit $4) a) u$q$,
-    pg_catalog.array_to_string(v_parts, ' union all '))
-    into v_count, v_changes, v_lx, v_lt, v_li using v_cx, v_ci, v_xmin, v_limit + 1, v_limit, p_skip_node;
+  loop
+    v_parts := '{}';
+    foreach v_name in array v_tables loop
+      v_info := sync.table_info(v_name);
+      -- Where this table's rows resume relative to the cursor (x, t, i).
+      if v_cursor is null then
+        v_pred := 'true';
+      elsif v_info.table_name collate "C" < v_ct collate "C" then
+        v_pred := 't._xid > $1';
+      elsif v_info.table_name = v_ct then
+        v_pred := pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type);
+      else
+        v_pred := 't._xid >= $1';
+      end if;
+      -- The row as devices see it: every column but the sync columns.
+      select pg_catalog.string_agg(pg_catalog.format('s.%I', a.attname), ', ' order by a.attnum) into v_columns
+        from pg_catalog.pg_attribute a
+       where a.attrelid = pg_catalog.format('%I.%I', v_info.table_schema, v_info.table_name)::regclass
+         and a.attnum > 0 and not a.attisdropped and a.attname not in ('_version', '_xid', '_deleted', '_hlc');
+      -- ord numbers the rows in key order, so the merge can order by (x, table, ord) across key types.
+      -- sk: left out (p_skip_node's own write); such a row is not turned into JSON.
+      v_parts := v_parts || pg_catalog.format(
+        $q$(select s._xid as x, %L::text collate "C" as tbl, row_number() over (order by s._xid, s."sync.k") as ord,
+                   s."sync.k"::text as id, s."sync.sk" as sk,
+                   case when not s."sync.sk" then pg_catalog.to_json(r) end as r, s._version as v, s._deleted as d, s._hlc as h
+              from (select t.*, t.%I as "sync.k",
+                           coalesce(pg_catalog.right(t._hlc, pg_catalog.length($6) + 1) = ':' || $6, false) as "sync.sk"
+                      from %I.%I t
+                     where %s and t._xid < $3 order by t._xid, t.%I limit $4) s
+              cross join lateral (select %s) r)$q$,
+        v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column,
+        v_columns);
+    end loop;
 
-  v_has_more := v_count > v_limit;
-  if v_count = 0 then
-    v_end := v_cursor;
-  else
-    v_end := pg_catalog.jsonb_build_object('x', v_lx, 't', v_lt, 'i', v_li);
-  end if;
+    -- One row more than the page tells whether there is more; the page's last row is the cursor.
+    execute pg_catalog.format(
+      $q$select pg_catalog.count(*)::int,
+                pg_catalog.json_agg(pg_catalog.json_build_object('table', u.tbl, 'id', u.id, 'row', u.r,
+                  'version', u.v, 'deleted', u.d, 'hlc', u.h) order by u.n) filter (where u.n <= $5 and not u.sk),
+                (pg_catalog.array_agg(u.x::text order by u.n desc) filter (where u.n <= $5))[1],
+                (pg_catalog.array_agg(u.tbl::text order by u.n desc) filter (where u.n <= $5))[1],
+                (pg_catalog.array_agg(u.id order by u.n desc) filter (where u.n <= $5))[1]
+           from (select a.*, pg_catalog.row_number() over (order by a.x, a.tbl, a.ord) as n
+                   from (select * from (%s) b order by b.x, b.tbl, b.ord limit $4) a) u$q$,
+      pg_catalog.array_to_string(v_parts, ' union all '))
+      into v_count, v_changes, v_lx, v_lt, v_li using v_cx, v_ci, v_xmin, v_limit + 1, v_limit, p_skip_node;
+
+    v_has_more := v_count > v_limit;
+    if v_count = 0 then
+      v_end := v_cursor;
+    else
+      v_end := pg_catalog.jsonb_build_object('x', v_lx, 't', v_lt, 'i', v_li);
+    end if;
+    v_pages := v_pages + 1;
+    -- A page of rows all left out: read on from its end, within this call.
+    exit when v_changes is not null or not v_has_more or p_skip_node is null or v_pages >= c_skip_pages;
+    v_cursor := v_end;
+    v_cx := (v_cursor ->> 'x')::xid8;
+    v_ct := v_cursor ->> 't';
+    v_ci := v_cursor ->> 'i';
+  end loop;
 
   -- At the end of the stream, step past horizons already below the snapshot (see invariants).
   if not v_has_more and v_end is not null then
@@ -1351,7 +1367,7 @@ begin
   return pg_catalog.json_build_object(
     'changes', coalesce(v_changes, '[]'::json),
     'cursor', case when v_end is null then null
-                   when v_count = 0 and v_end = v_cursor then p_cursor
+                   when v_end = v_start then p_cursor
                    else pg_catalog.to_jsonb(v_end::text) end,
     'hasMore', v_has_more,
     'reset', false);
