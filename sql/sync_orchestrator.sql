@@ -1224,9 +1224,9 @@ $$;
 --   carrying a device's own stamp (any other write restamps it with node `server`), is left out of
 --   the changes: the device that pushed it holds that state from the push's answer. The page still
 --   counts it, and the cursor moves past it, so a page may hold fewer changes than asked for. A
---   page whose rows are all left out is not answered: the call reads on from its end (a device's
---   own pushes come back as long runs of such rows), up to SKIP_PAGES pages in all; only a call
---   that reads that many finding nothing to send answers with an empty page and hasMore.
+--   page whose rows are all left out is not answered: the call skips the run of such rows after it
+--   (a device's own pushes come back as long runs) and reads on, up to c_skip_pages pages in all;
+--   only a call that finds nothing to send by then answers with an empty page and hasMore.
 -- Earlier versions returned jsonb, and had no p_skip_node.
 select sync.drop_if_returns('public.sync_pull(text[], jsonb, int)', 'jsonb');
 drop function if exists public.sync_pull(text[], jsonb, int);
@@ -1249,9 +1249,18 @@ declare
   v_ct text := v_cursor ->> 't';
   v_ci text := v_cursor ->> 'i';
   v_limit int := least(greatest(coalesce(p_limit, 100), 1), 5000);
-  -- Pages read at most in one call when every row read is left out (p_skip_node).
-  c_skip_pages constant int := 10;
+  -- When every row of a page is left out (p_skip_node), the call reads on: it first skips the run
+  -- of such rows that follows, looking at up to v_window rows by key alone (no row turned into
+  -- JSON: 10,000 own rows are skipped in ~15 ms, against ~25 ms page by page), then reads a page
+  -- from there; at most c_skip_pages pages in all.
+  c_skip_pages constant int := 4;
+  v_window int := least(v_limit * 20, 20000);
   v_pages int := 0;
+  v_forward boolean := false;   -- skip the run of left-out rows at the cursor before the next page
+  v_runs text[];
+  v_fx text;
+  v_ft text;
+  v_fi text;
   v_tables text[];
   v_name text;
   v_info sync.tables;
@@ -1289,6 +1298,7 @@ begin
 
   loop
     v_parts := '{}';
+    v_runs := '{}';
     foreach v_name in array v_tables loop
       v_info := sync.table_info(v_name);
       -- Where this table's rows resume relative to the cursor (x, t, i).
@@ -1319,7 +1329,35 @@ begin
               cross join lateral (select %s) r)$q$,
         v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column,
         v_columns);
+      -- The same rows by key alone, and whether each is left out.
+      v_runs := v_runs || pg_catalog.format(
+        $q$(select t._xid as x, %L::text collate "C" as tbl, row_number() over (order by t._xid, t.%I) as ord,
+                   t.%I::text as id, coalesce(pg_catalog.right(t._hlc, pg_catalog.length($5) + 1) = ':' || $5, false) as sk
+              from %I.%I t
+             where %s and t._xid < $3 order by t._xid, t.%I limit $4)$q$,
+        v_info.table_name, v_info.pk_column, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred,
+        v_info.pk_column);
     end loop;
+
+    if v_forward then
+      v_forward := false;
+      -- The last row of the run of left-out rows at the cursor (within the window), if any.
+      execute pg_catalog.format(
+        $q$with w as (select u.x, u.tbl, u.id, u.sk, pg_catalog.row_number() over (order by u.x, u.tbl, u.ord) as n
+                        from (select * from (%s) b order by b.x, b.tbl, b.ord limit $4) u),
+                f as (select coalesce(pg_catalog.min(w.n) filter (where not w.sk) - 1, pg_catalog.count(*)) as p from w)
+           select w.x::text, w.tbl::text, w.id from w join f on w.n = f.p$q$,
+        pg_catalog.array_to_string(v_runs, ' union all '))
+        into v_fx, v_ft, v_fi using v_cx, v_ci, v_xmin, v_window, p_skip_node;
+      if v_fx is not null then
+        -- Past the run: read the next page from there (the tables' bounds depend on the cursor).
+        v_cursor := pg_catalog.jsonb_build_object('x', v_fx, 't', v_ft, 'i', v_fi);
+        v_cx := v_fx::xid8;
+        v_ct := v_ft;
+        v_ci := v_fi;
+        continue;
+      end if;
+    end if;
 
     -- One row more than the page tells whether there is more; the page's last row is the cursor.
     execute pg_catalog.format(
@@ -1347,6 +1385,7 @@ begin
     v_cx := (v_cursor ->> 'x')::xid8;
     v_ct := v_cursor ->> 't';
     v_ci := v_cursor ->> 'i';
+    v_forward := true;
   end loop;
 
   -- At the end of the stream, step past horizons already below the snapshot (see invariants).

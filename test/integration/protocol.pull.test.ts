@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import pg from 'pg'
-import type { Change, Cursor } from '../../src/core/protocol.js'
+import type { Change, Cursor, Mutation } from '../../src/core/protocol.js'
 import {
   PGLITE_ONE_SESSION,
   createContact,
@@ -130,8 +130,12 @@ describe('sync_pull', () => {
     const client = stack().createClient(user)
     const clientId = randomUUID()
     const stamp = (node: string) => `${String(Date.now()).padStart(15, '0')}:00000:${node}`
-    const mine = Array.from({ length: 25 }, (_, i) => ({ ...createContact(i + 1), hlc: stamp('nodeA') }))
-    await push(client, clientId, mine)
+    const mine = Array.from({ length: 140 }, (_, i) => ({ ...createContact(i + 1), hlc: stamp('nodeA') }))
+    // And rows of a second table (bigint keys, assigned by the server) in the same push.
+    const myNotes: Mutation[] = Array.from({ length: 30 }, (_, i) => ({
+      seq: 141 + i, table: 'notes', action: 'create', id: `n${i}`, data: { body: `note ${i}` }, baseVersion: null, hlc: stamp('nodeA'),
+    }))
+    await push(client, clientId, [...mine, ...myNotes])
     const theirs = { ...createContact(1), hlc: stamp('nodeB') }
     await push(client, randomUUID(), [theirs])
     // A later write that is not a device's push restamps the row (node `server`): no longer skipped.
@@ -139,7 +143,7 @@ describe('sync_pull', () => {
     await settle(stack())
 
     const page = async (cursor: Cursor, node: string) => {
-      const { data, error } = await client.rpc('sync_pull', { p_tables: ['contacts'], p_cursor: cursor, p_limit: 2, p_skip_node: node })
+      const { data, error } = await client.rpc('sync_pull', { p_tables: ['contacts', 'notes'], p_cursor: cursor, p_limit: 2, p_skip_node: node })
       expect(error).toBeNull()
       return data as { changes: Change[]; cursor: Cursor; hasMore: boolean }
     }
@@ -151,20 +155,22 @@ describe('sync_pull', () => {
       cursor = p.cursor
       more = p.hasMore
     }
-    // Rows in (xid, id) order: the 24 pushed rows left out, then the others. A page whose rows are
-    // all left out is not answered: the call reads on, but at most 10 pages (20 rows), so the
-    // first call ends with an empty page and hasMore; the second reads 2 more pages of nothing.
+    // Rows in (xid, table, key) order: the 169 pushed rows left out (139 contacts, then 30 notes),
+    // then the others. A page whose rows are all left out is not answered: the call skips up to 40
+    // more such rows (20 pages' worth) and reads on, at most 4 pages in all (2 + 40 + 2 + 40 + 2 +
+    // 40 + 2 = 128 rows), so the first call ends with an empty page and hasMore; the second skips
+    // the last 41, across the two tables, and answers the others.
     expect(pages).toEqual([
       { ids: [], hasMore: true },
       { ids: [theirs.id, mine[0]!.id], hasMore: false },
     ])
-    const all = await pullAll(client, ['contacts'], null, 100, stack())
+    const all = await pullAll(client, ['contacts', 'notes'], null, 100, stack())
     expect(cursor).toEqual(all.cursor)
-    expect(all.changes).toHaveLength(26)
+    expect(all.changes).toHaveLength(171)
     // Only the whole node id matches.
     const { changes } = await page(null, 'odeA')
     expect(changes).toHaveLength(2)
-    expect((await pullAll(client, ['contacts'], null, 100, stack())).changes).toHaveLength(26)
+    expect((await pullAll(client, ['contacts', 'notes'], null, 100, stack())).changes).toHaveLength(171)
   })
 
   it('rejects unknown and non-syncable tables and malformed cursors', async () => {
