@@ -810,6 +810,8 @@ declare
   v_bad text;
   v_bad_run bigint;
   v_seqs bigint[];        -- per position (the runs' mutations, in order): seq
+  v_min_seq bigint;
+  v_max_seq bigint;
   v_fresh boolean[];      -- per position: applied by this call (not stored before, first occurrence)
   v_all_fresh boolean;
   v_old_seqs bigint[];    -- seqs applied by an earlier call, and their stored outcomes
@@ -851,8 +853,9 @@ begin
   -- Every seq, in order, checked. The rest of each run is checked as it is read, below: a fault
   -- fails the call, and whatever was applied before it is rolled back with the call.
   select pg_catalog.array_agg(case when e.ok then (e.v #>> '{}')::bigint end order by r.n, e.k),
-         pg_catalog.min(r.n) filter (where e.ok is not true)
-    into v_seqs, v_bad_run
+         pg_catalog.min(r.n) filter (where e.ok is not true),
+         pg_catalog.min((e.v #>> '{}')::bigint) filter (where e.ok), pg_catalog.max((e.v #>> '{}')::bigint) filter (where e.ok)
+    into v_seqs, v_bad_run, v_min_seq, v_max_seq
     from pg_catalog.jsonb_array_elements(p_runs) with ordinality r(run, n)
     left join lateral (select x.v, x.k, pg_catalog.jsonb_typeof(x.v) = 'number' and (x.v #>> '{}') ~ '^[0-9]+$' and pg_catalog.length(x.v #>> '{}') <= 18 as ok
                          from pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(r.run -> 'seq') = 'array'
@@ -887,10 +890,17 @@ begin
   end if;
 
   -- Already applied (by an earlier attempt): answer with the stored outcomes. For a fresh batch (the
-  -- usual case) this is one index probe of the seqs' range that finds nothing.
-  select coalesce(pg_catalog.array_agg(o.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
-    into v_old_seqs, v_old
-    from sync.stored_outcomes(p_client_id, v_user, v_seqs) o;
+  -- usual case) one index probe of the seqs' range finds nothing.
+  if exists (select 1 from sync.idempotency i
+              where i.client_id = p_client_id and i.user_id is not distinct from v_user
+                and i.seq >= v_min_seq and coalesce(i.first_seq, i.seq) <= v_max_seq) then
+    select coalesce(pg_catalog.array_agg(o.seq), '{}'), coalesce(pg_catalog.array_agg(o.outcome), '{}')
+      into v_old_seqs, v_old
+      from sync.stored_outcomes(p_client_id, v_user, v_seqs) o;
+  else
+    v_old_seqs := '{}';
+    v_old := '{}';
+  end if;
 
   -- Fresh: not stored, and the first occurrence of its seq in the batch. Strictly increasing seqs
   -- (what a device sends) repeat none.
@@ -949,11 +959,9 @@ begin
              filter (where z.fresh and not v_all_fresh),
            pg_catalog.array_agg(case when pg_catalog.jsonb_typeof(z.b) = 'number' then (z.b #>> '{}')::numeric end order by z.k)
              filter (where z.fresh),
-           -- The writer's stamp is kept only if acceptable (sync.hlc_acceptable).
-           pg_catalog.array_agg(case when (z.h #>> '{}') collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]+$' and pg_catalog.length((z.h #>> '{}')) <= 150
-                                      and pg_catalog.left(z.h #>> '{}', 15)::bigint
-                                          <= pg_catalog.floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint + 86400000
-                                     then z.h #>> '{}' end order by z.k) filter (where z.fresh),
+           -- The writer's stamp as sent: the row's trigger (sync.stamp_row) or apply_mutation keeps
+           -- it only if acceptable (sync.hlc_acceptable).
+           pg_catalog.array_agg(case when pg_catalog.jsonb_typeof(z.h) = 'string' then z.h #>> '{}' end order by z.k) filter (where z.fresh),
            pg_catalog.bool_and((v_r.act = 'delete'
                                 or pg_catalog.jsonb_typeof(z.d) = 'object' and z.d operator(pg_catalog.?&) v_keys
                                    and (z.d operator(pg_catalog.-) v_keys

@@ -88,6 +88,20 @@ describe.each(FORMATS)('$name', ({ push }) => {
     const outcomes = await push(client, clientId, stamps.map((hlc, i) => ({ ...createContact(3 + i), hlc })))
     expect(outcomes.map((o) => expectStatus(o, 'applied').hlc!.endsWith(':server'))).toEqual([false, true, true, true])
     expect(expectStatus(outcomes[0], 'applied').hlc).toBe(stamps[0])
+
+    // A run of creates, then of updates of the same rows (set-based through sync_push_runs); a stamp
+    // over a day ahead of the server's clock is not kept either.
+    const dayAhead = `${String(Date.now() + 2 * 86_400_000).padStart(15, '0')}:00000:node`
+    const more = [...stamps, dayAhead]
+    const ids = more.map(() => randomUUID())
+    const creates = await push(client, clientId, more.map((hlc, i) => ({ ...createContact(10 + i, {}, ids[i]), hlc })))
+    expect(creates.map((o) => expectStatus(o, 'applied').hlc!.endsWith(':server'))).toEqual([false, true, true, true, true])
+    expect(expectStatus(creates[0], 'applied').hlc).toBe(stamps[0])
+    const later = String(Date.now() + 180_000).padStart(15, '0')
+    const updates = await push(client, clientId, [`${later}:00001:node`, `${later}:1:node`, dayAhead].map((hlc, i) => ({
+      seq: 20 + i, table: 'contacts', action: 'update', id: ids[i + 2]!, data: { name: 'u' }, baseVersion: 1, hlc,
+    })))
+    expect(updates.map((o) => expectStatus(o, 'applied').hlc)).toEqual([`${later}:00001:node`, expect.stringMatching(/:server$/), expect.stringMatching(/:server$/)])
   })
 
   it('applies a batch once when its response is lost and the batch is retried', async () => {
