@@ -708,12 +708,15 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       tx.afterCommit(() => {
         for (const [name, ids] of touched) notifyCollection(name, ids, 'remote')
       })
+      // Applied items leave the queue together, in one plan at the end of the slice: the batch's
+      // records are distinct, so no other item of the slice reads them meanwhile.
+      const acked: number[] = []
       for (let i = from; i < to; i++) {
         const item = batch[i]!
         const outcome = outcomes[i]!
         const c = byTable.get(item.entityType)
         if (!c) {
-          tx.add(queue.ack([item.seq]))
+          acked.push(item.seq)
           continue
         }
         const table = tableOf(c.name)
@@ -722,19 +725,22 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         if ('hlc' in outcome && outcome.hlc) clock.receive(outcome.hlc)
         if (outcome.status === 'applied') {
           counts.applied++
-          tx.add(queue.ack([item.seq]))
-          const remaining = queue.pendingFor(c.table, key)
+          // The record's items after this one (it is still queued until the slice's ack).
+          const remaining = queue.pendingFor(c.table, key).filter((x) => x.seq !== item.seq)
           let storedKey = key
           if (c.idMode === 'server' && item.action === 'create' && outcome.row && item.remoteId === null) {
             const remoteId = String(outcome.row[c.primaryKey])
             if (remoteId !== key) {
               storedKey = remoteId
+              // Remapping rewrites the record's items: this one goes first, not with the slice.
+              tx.add(queue.ack([item.seq]))
               tx.add(queue.remap(c.table, key, remoteId))
               tx.add(table.alias(key, remoteId))
               if (rec) tx.add(table.remove(key))
               touch(c.name, key, remoteId)
             }
           }
+          if (storedKey === key) acked.push(item.seq)
           if (!rec) continue
           // A write re-sent after its answer was lost is answered with the version it produced
           // then; the record may already hold a later one, pulled meanwhile: keep that one.
@@ -756,7 +762,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         } else if (outcome.status === 'conflict') {
           counts.conflicts++
           if (!rec) {
-            tx.add(queue.ack([item.seq]))
+            acked.push(item.seq)
             continue
           }
           resolveRecord(tx, c, key, rec, { row: outcome.row, version: outcome.version, deleted: outcome.deleted, hlc: outcome.hlc }, [item.seq])
@@ -770,6 +776,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
           logger.warn('mutation rejected by the server', { table: c.table, id: key, code: outcome.code, message: outcome.message })
         }
       }
+      if (acked.length > 0) tx.add(queue.ack(acked))
     })
   }
 
