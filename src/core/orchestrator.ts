@@ -91,7 +91,15 @@ const APPLY_SLICE = 100
  * with a turn for the host between them: freezing 1000 items in one transaction (and committing
  * them) held the event loop for ~18 ms.
  */
-const FREEZE_SLICE = 200
+const FREEZE_SLICE = 100
+
+/**
+ * A push run's first batch holds at most this many mutations; each next one twice as many as the
+ * one before, up to `batchSize`. A few changes go in one small request answered quickly; a backlog
+ * soon goes in large ones (fewer requests, each with the server's fixed cost), while the first
+ * request is on the wire after freezing one slice rather than a whole large batch.
+ */
+const FIRST_BATCH = 200
 
 /** A picked and frozen batch. */
 interface Picked {
@@ -113,7 +121,7 @@ type AnsweredOutcome = Exclude<MutationOutcome, { status: 'deferred' }>
 
 /** Defaults, in one place. */
 export const DEFAULTS = {
-  batchSize: 200,
+  batchSize: 1000,
   pullLimit: 500,
   schedule: { activeMs: 30_000, backgroundMs: 300_000, lowBatteryMs: 900_000, lowBatteryThreshold: 0.15, debounceMs: 250 },
   collection: { primaryKey: 'id', idMode: 'client', priority: 'normal', conflict: 'newest-wins' },
@@ -183,8 +191,8 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   const collectionListeners = new Map<string, Set<() => void>>()
   const runs: Array<{ ok: boolean; ms: number }> = []
   let clientId = options.clientId ?? ''
-  // Mutations per push request: o.batchSize, halved for this instance each time the server answers
-  // a batch with 413 (too large).
+  // Mutations per push request at most (see FIRST_BATCH): o.batchSize, halved for this instance
+  // each time the server answers a batch with 413 (too large).
   let batchLimit = o.batchSize
   let clock!: HlcClock
   let cursor: string | null = null
@@ -567,7 +575,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
    * batch holds at most one item per record). A crash between slices leaves the frozen items sent,
    * to be sent again (exactly-once per seq).
    */
-  async function pickBatch(signal: AbortSignal, highPriorityOnly: boolean, ahead: Flight | null): Promise<Picked | null> {
+  async function pickBatch(signal: AbortSignal, highPriorityOnly: boolean, ahead: Flight | null, size: number): Promise<Picked | null> {
     // The records of a batch still on the wire wait for its answer: their next item needs the
     // version it produces.
     const seen = new Set<string>(ahead?.records)
@@ -576,12 +584,12 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     const batch: QueueItem[] = []
     const mutations: Mutation[] = []
     let fresh = true
-    while (batch.length < batchLimit) {
+    while (batch.length < size) {
       if (batch.length > 0) {
         await yieldToHost()
         if (signal.aborted) throw new AbortError()
       }
-      const want = Math.min(FREEZE_SLICE, batchLimit - batch.length)
+      const want = Math.min(FREEZE_SLICE, size - batch.length)
       const slice = await transact((tx) => {
         const chosen = pickSlice(highPriorityOnly, seen, want, read)
         if (chosen.length === 0) return null
@@ -661,11 +669,13 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     const total = queue.size
     // The batch sent last, whose answer is not applied yet.
     let ahead: Flight | null = null
+    // The next batch's size (see FIRST_BATCH); batchLimit may shrink meanwhile.
+    let size = FIRST_BATCH
     try {
       for (;;) {
         if (signal.aborted) throw new AbortError()
         // `after` can name only a batch all of whose items were new: otherwise land it first.
-        const picked = ahead?.fresh === false ? null : await pickBatch(signal, highPriorityOnly, ahead)
+        const picked = ahead?.fresh === false ? null : await pickBatch(signal, highPriorityOnly, ahead, Math.min(size, batchLimit))
         if (!picked) {
           if (!ahead) return pushed
           const landing: Flight = ahead
@@ -677,6 +687,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         refreshStatus()
         const previous: Flight | null = ahead
         ahead = launch(picked, signal, previous)
+        size *= 2
         if (previous) pushed += await land(previous)
       }
     } finally {

@@ -55,9 +55,9 @@ export interface SyncOrchestratorOptions {
   environment?: Environment
   schedule?: Partial<ScheduleOptions>
   /**
-   * Mutations per push request (default 200). A batch is frozen 200 items per transaction, with a
-   * turn for the host between; larger batches sync a backlog faster but hold the event loop longer
-   * while their answer is decoded.
+   * Mutations per push request at most (default 1000). A push run's first request carries at most
+   * 200, each next one twice as many as the one before, up to this; a batch is frozen, and its
+   * answer applied, a slice at a time with a turn for the host between.
    */
   batchSize?: number
   /** Changes per pull page (default 500). */

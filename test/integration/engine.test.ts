@@ -144,8 +144,9 @@ describe('engine through the real stack', () => {
       return { sync, conflicts, contacts: sync.collection<Contact>('contacts') }
     }
 
-    // A batch of 250 is frozen in two slices (200, 50): the turn between them never comes back,
-    // before any request. The next instance sends all 250.
+    // The first batch (200 of the 250: a push run starts with at most 200) is frozen in two slices
+    // of 100: the turn between them never comes back, before any request. The next instance sends
+    // all 250.
     const freezer = newUser()
     const frozenStorage = createMemoryStorage()
     const freezeCrash = crashAt(1)
@@ -164,8 +165,9 @@ describe('engine through the real stack', () => {
     expect(frozenRows.size).toBe(250)
     expect([...frozenRows.values()].every((r) => r._version === 1)).toBe(true)
 
-    // Push: one batch of 250; the turn before the answer's second slice (turn 3, after the
-    // freeze's and the first slice's) never comes back.
+    // Push: a batch of 200, then one of 50 sent while the first is on the wire; the turn before the
+    // first answer's second slice (turn 3, after the freeze's and the first slice's) never comes
+    // back. The second batch may have been applied by the server: its answer was never seen.
     const pushStorage = createMemoryStorage()
     const pushCrash = crashAt(3)
     const a = open(pushStorage, pushCrash.env)
