@@ -1319,6 +1319,17 @@ begin
       else
         v_pred := 't._xid >= $1';
       end if;
+      if v_forward then
+        -- The rows by key alone, and whether each is left out (see v_window).
+        v_runs := v_runs || pg_catalog.format(
+          $q$(select t._xid as x, %L::text collate "C" as tbl, row_number() over (order by t._xid, t.%I) as ord,
+                     t.%I::text as id, coalesce(pg_catalog.right(t._hlc, pg_catalog.length($5) + 1) = ':' || $5, false) as sk
+                from %I.%I t
+               where %s and t._xid < $3 order by t._xid, t.%I limit $4)$q$,
+          v_info.table_name, v_info.pk_column, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred,
+          v_info.pk_column);
+        continue;
+      end if;
       -- The row as devices see it: every column but the sync columns.
       select pg_catalog.string_agg(pg_catalog.format('s.%I', a.attname), ', ' order by a.attnum) into v_columns
         from pg_catalog.pg_attribute a
@@ -1337,14 +1348,6 @@ begin
               cross join lateral (select %s) r)$q$,
         v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred, v_info.pk_column,
         v_columns);
-      -- The same rows by key alone, and whether each is left out.
-      v_runs := v_runs || pg_catalog.format(
-        $q$(select t._xid as x, %L::text collate "C" as tbl, row_number() over (order by t._xid, t.%I) as ord,
-                   t.%I::text as id, coalesce(pg_catalog.right(t._hlc, pg_catalog.length($5) + 1) = ':' || $5, false) as sk
-              from %I.%I t
-             where %s and t._xid < $3 order by t._xid, t.%I limit $4)$q$,
-        v_info.table_name, v_info.pk_column, v_info.pk_column, v_info.table_schema, v_info.table_name, v_pred,
-        v_info.pk_column);
     end loop;
 
     if v_forward then
@@ -1358,13 +1361,14 @@ begin
         pg_catalog.array_to_string(v_runs, ' union all '))
         into v_fx, v_ft, v_fi using v_cx, v_ci, v_xmin, v_window, p_skip_node;
       if v_fx is not null then
-        -- Past the run: read the next page from there (the tables' bounds depend on the cursor).
+        -- Past the run (the tables' bounds depend on the cursor).
         v_cursor := pg_catalog.jsonb_build_object('x', v_fx, 't', v_ft, 'i', v_fi);
         v_cx := v_fx::xid8;
         v_ct := v_ft;
         v_ci := v_fi;
-        continue;
       end if;
+      -- Then a page from there.
+      continue;
     end if;
 
     -- One row more than the page tells whether there is more; the page's last row is the cursor.
