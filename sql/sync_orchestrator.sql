@@ -92,7 +92,8 @@ alter table sync.idempotency add column if not exists first_seq bigint;
 -- A group's record is large and read only when a batch is retried: stored uncompressed, it costs
 -- the push nothing to compress.
 alter table sync.idempotency alter column outcome set storage external;
--- A group's seqs, to tell cheaply whether a seq was applied (a pipelined batch's `after`).
+-- A group's seqs, to tell cheaply whether a seq was applied (a pipelined batch's `after`); null when
+-- they are every seq from first_seq to seq (the usual case).
 alter table sync.idempotency add column if not exists seqs bigint[];
 create index if not exists idempotency_created_at_idx on sync.idempotency (created_at);
 comment on table sync.idempotency is 'Stored outcomes of pushed mutations: one per record, or an applied group of seqs first_seq..seq.';
@@ -496,17 +497,22 @@ $$;
 -- Outcomes are built as json, not jsonb: a row goes out as text, and building jsonb for it first
 -- costs more than the write itself.
 -- Answers: o_outcomes, one outcome (with seq) per mutation, in order, and their seqs (o_seqs).
--- With p_partial, the applied writes whose stored values of the sent columns equal the sent ones
--- (the usual case) are answered together instead, by o_group, and only the others are in
--- o_outcomes: o_group is one applied group, column by column, in an order of its own
+-- With p_partial, the applied writes whose stored values of the sent columns and stamp equal the
+-- sent ones (the usual case) are answered together instead, by o_group, and only the others are
+-- in o_outcomes: o_group is one applied group, column by column, in an order of its own
 -- (o_group_seqs):
---   {"seqs": [...], "status": "applied", "partial": true, "version": [...], "hlc": [...],
---    "row": {column: [...], ...}}
--- whose rows hold only the columns other than the sent ones (the key, the columns the mutations
--- did not send, and sent columns of a type without equality such as json); the device completes
--- each from the data it sent. A write that changed a sent column (a trigger, a cast) is answered
--- on its own, with the whole row. Building one object per mutation costs more than the write.
--- Earlier versions had no p_partial, then returned json[].
+--   {"seqs": [...], "status": "applied", "partial": true, "version": [...] | v, "hlc": [...] | null,
+--    "row": {column: [...], ...}, "same": {column: value, ...} | null}
+-- whose rows hold only the columns other than the sent ones (the columns the mutations did not
+-- send, the key unless sent in the data, and sent columns of a type without equality such as
+-- json); the device completes each from the data and the stamp it sent ("hlc" is null unless a
+-- mutation sent none, the server's stamp then being the only one). A column whose value is
+-- the same in every written row (a default, now(), the owner) is given once, in "same", and so
+-- is the version (a number) when every row has the same. A write that changed a sent column (a
+-- trigger, a cast) or the stamp is answered on its own, with the whole row. Building one object
+-- per mutation, or one value per row of a column that is alike in all, costs more than the write.
+-- Earlier versions had no p_partial, then returned json[]; their groups had "hlc": [...], and
+-- "version" and "row" always per member.
 drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[]);
 drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[], boolean);
 
@@ -555,6 +561,8 @@ declare
   v_cols text[] := array(select k from pg_catalog.unnest(p_keys) k where k <> p_info.pk_column);
   v_row_cols text[];
   v_same_cols text[];     -- sent columns a partial answer leaves out when their values are unchanged
+  v_var_cols text[];      -- the other columns (but the sync columns), which a partial answer holds
+  v_uni_cols text[];      -- of those, the ones with equality: given once when alike in every written row
   v_key text;
   v_complete boolean;
   v_versions bigint[];
@@ -576,15 +584,26 @@ declare
   v_w text;               -- alias of a written row
   v_grouped text;         -- whether a mutation's outcome goes in the group: applied, sent values kept
   v_group text;           -- the group's aggregates
+  v_alike text;           -- CTEs telling which columns are alike in every written row, and their values
+  -- Types sync.has_equality says true of, without asking it.
+  c_equality_types constant pg_catalog.regtype[] := '{bool,int2,int4,int8,float4,float8,numeric,text,varchar,bpchar,
+    uuid,date,time,timestamp,timestamptz,interval,jsonb,bytea,bool[],int2[],int4[],int8[],float4[],float8[],numeric[],
+    text[],varchar[],bpchar[],uuid[],date[],timestamp[],timestamptz[],jsonb[]}';
   v_public text;          -- the laterals of a written row
 begin
+  -- A sent key counts as a sent column: a create's data usually holds its row's key.
   select pg_catalog.array_agg(a.attname::text order by a.attnum),
-         pg_catalog.array_agg(a.attname::text order by a.attnum)
-           filter (where p_partial and a.attname = any (v_cols) and sync.has_equality(a.atttypid))
-    into v_row_cols, v_same_cols
-    from pg_catalog.pg_attribute a
-   where a.attrelid = v_rel::regclass and a.attnum > 0 and not a.attisdropped
-     and a.attname not in ('_version', '_xid', '_deleted', '_hlc');
+         pg_catalog.array_agg(a.attname::text order by a.attnum) filter (where a.same),
+         pg_catalog.array_agg(a.attname::text order by a.attnum) filter (where not a.same),
+         pg_catalog.array_agg(a.attname::text order by a.attnum) filter (where not a.same and a.eq)
+    into v_row_cols, v_same_cols, v_var_cols, v_uni_cols
+    from (select a.attname, a.attnum, e.eq, e.eq and a.attname = any (p_keys) as same
+            from pg_catalog.pg_attribute a
+            -- (sync.has_equality costs ~0.1 ms a call: the common types are known)
+            cross join lateral (select p_partial and (a.atttypid = any (c_equality_types)
+                                                      or a.atttypid <> 'json'::pg_catalog.regtype and sync.has_equality(a.atttypid)) as eq) e
+           where a.attrelid = v_rel::regclass and a.attnum > 0 and not a.attisdropped
+             and a.attname not in ('_version', '_xid', '_deleted', '_hlc')) a;
 
   -- The key of each mutation's row. A cast is what jsonb_populate_record does for these types; for
   -- others (e.g. varchar(n), where a cast truncates) the id goes through the data. The key is
@@ -604,20 +623,46 @@ begin
   if v_same_cols is null then
     v_grouped := 'false';
     v_group := 'null::json, null::bigint[]';
+    v_alike := '';
   else
-    v_grouped := pg_catalog.format('(%s is not null and row(%s) is not distinct from row(%s))',
+    -- Grouped: written, with the sent values and the sent stamp (if any) kept.
+    v_grouped := pg_catalog.format('(%s is not null and row(%s) is not distinct from row(%s) and (s."sync.hlc" is null or %s._hlc = s."sync.hlc"))',
       case when p_action = 'create' then pg_catalog.format('i.%I', p_info.pk_column) else 'w."sync.n"' end,
       (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
-      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c));
+      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
+      v_w);
+    -- Which columns (and version) hold the same value in every written row ("sync.u", from the
+    -- first written row "sync.f"), and those values ("sync.same"): a default, now(), the owner.
+    v_alike := pg_catalog.format(
+      $a$, "sync.f" as (select * from %1$s limit 1),
+         "sync.u" as (select pg_catalog.bool_and(x._version = f._version) as "sync.version"%2$s from %1$s x cross join "sync.f" f),
+         "sync.same" as (select pg_catalog.json_object_agg(x.k, x.v) as j
+                           from "sync.f" f cross join "sync.u" u
+                           cross join lateral rows from (pg_catalog.unnest(%3$s::text[]), pg_catalog.unnest(%4$s::boolean[]), pg_catalog.unnest(%5$s::json[])) x(k, alike, v)
+                          where x.alike)$a$,
+      case when p_action = 'create' then 'ins' else 'w' end,
+      (select pg_catalog.string_agg(pg_catalog.format(', pg_catalog.bool_and(x.%1$I is not distinct from f.%1$I) as %1$I', c), '')
+         from pg_catalog.unnest(v_uni_cols) c),
+      pg_catalog.quote_literal(coalesce(v_uni_cols, '{}')),
+      'array[' || coalesce((select pg_catalog.string_agg(pg_catalog.format('u.%I', c), ', ') from pg_catalog.unnest(v_uni_cols) c), '') || ']',
+      'array[' || coalesce((select pg_catalog.string_agg(pg_catalog.format('pg_catalog.to_json(f.%I)', c), ', ') from pg_catalog.unnest(v_uni_cols) c), '') || ']');
     -- No `order by`: the aggregates of one query see its rows in one order, which seqs records.
+    -- A column alike in every written row is in "same" and not aggregated (its filter is false).
     v_group := pg_catalog.format(
       $g$case when pg_catalog.bool_or(%1$s) then pg_catalog.json_build_object('seqs', pg_catalog.array_agg(s."sync.seq") filter (where %1$s),
-           'status', 'applied', 'partial', true, 'version', pg_catalog.array_agg(%2$s._version) filter (where %1$s),
-           'hlc', pg_catalog.array_agg(%2$s._hlc) filter (where %1$s), 'row', pg_catalog.json_build_object(%3$s)) end,
+           'status', 'applied', 'partial', true,
+           'version', case when (select u."sync.version" from "sync.u" u) then (select pg_catalog.to_json(f._version) from "sync.f" f)
+                           else pg_catalog.json_agg(%2$s._version) filter (where %1$s and not (select u."sync.version" from "sync.u" u)) end,
+           'hlc', pg_catalog.json_agg(%2$s._hlc) filter (where %1$s and (select pg_catalog.bool_or(h is null) from pg_catalog.unnest($3::text[]) h)),
+           'row', coalesce((select pg_catalog.json_object_agg(x.k, x.v) from rows from (pg_catalog.unnest(%3$s::text[]), pg_catalog.unnest(array[%4$s]::json[])) x(k, v)
+                             where x.v is not null), '{}'::json),
+           'same', (select sm.j from "sync.same" sm)) end,
          pg_catalog.array_agg(s."sync.seq") filter (where %1$s)$g$,
       v_grouped, v_w,
-      (select pg_catalog.string_agg(pg_catalog.format('%L, pg_catalog.json_agg(%s.%I) filter (where %s)', c, v_w, c, v_grouped), ', ')
-         from pg_catalog.unnest(v_row_cols) c where c <> all (v_same_cols)));
+      pg_catalog.quote_literal(coalesce(v_var_cols, '{}')),
+      (select pg_catalog.string_agg(pg_catalog.format('pg_catalog.json_agg(%s.%I) filter (where %s%s)', v_w, c, v_grouped,
+                 case when c = any (v_uni_cols) then pg_catalog.format(' and not (select u.%I from "sync.u" u)', c) else '' end), ', ')
+         from pg_catalog.unnest(v_var_cols) c));
   end if;
 
   if p_action = 'create' then
@@ -636,7 +681,7 @@ begin
                       returning t.*),
               cur as (select s.ordinality as "sync.n", c.*
                         from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key" limit 1) c
-                       where not exists (select 1 from ins where ins.%3$I = s."sync.key"))
+                       where not exists (select 1 from ins where ins.%3$I = s."sync.key"))%13$s
          select pg_catalog.array_agg(case when i.%3$I is not null then %8$s else %7$s end order by s.ordinality)
                   filter (where not %11$s),
                 pg_catalog.array_agg(s."sync.seq" order by s.ordinality) filter (where not %11$s),
@@ -649,7 +694,7 @@ begin
       pg_catalog.format(c_conflict, 'c', '"sync.rc"'), pg_catalog.format(c_applied, v_w, '"sync.rw"'),
       v_public,
       pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
-      v_grouped, v_group)
+      v_grouped, v_group, v_alike)
       into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data;
   else
     -- Lock the visible rows (RLS update policies apply to FOR UPDATE), as apply_mutation does.
@@ -682,7 +727,7 @@ begin
                     returning s.ordinality as "sync.n", t.*),
               cur as (select s.ordinality as "sync.n", c.*
                         from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key") c
-                       where s."sync.what" in ('done', 'conflict'))
+                       where s."sync.what" in ('done', 'conflict'))%13$s
          select pg_catalog.array_agg(case s."sync.what"
                   when 'missing' then pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'rejected', 'code', 'P0002',
                     'message', pg_catalog.format('row %%s of table %%s does not exist or is not visible', s."sync.id", $8::text))
@@ -701,7 +746,7 @@ begin
       pg_catalog.format(c_applied, v_w, '"sync.rw"'),
       v_public,
       pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
-      v_grouped, v_group)
+      v_grouped, v_group, v_alike)
       into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_versions, p_info.table_name, v_deleted;
   end if;
   if not v_complete then
@@ -723,7 +768,7 @@ begin
   return exists (select 1 from sync.idempotency i
                   where i.client_id = p_client_id and i.user_id is not distinct from p_user
                     and i.seq >= p_seq and coalesce(i.first_seq, i.seq) <= p_seq
-                    and (i.seq = p_seq or p_seq = any (i.seqs)));
+                    and (i.seq = p_seq or (i.first_seq is not null and i.seqs is null) or p_seq = any (i.seqs)));
 end
 $$;
 
@@ -746,10 +791,16 @@ begin
   g as (select r.outcome::jsonb as o from r where r.first_seq is not null)
   select r.seq, r.outcome from r where r.first_seq is null and r.seq in (select pg_catalog.unnest(p_seqs))
   union all
-  select m.seq, pg_catalog.jsonb_build_object('seq', m.seq, 'status', 'applied', 'partial', true,
-           'version', g.o -> 'version' -> (m.k::int - 1), 'hlc', g.o -> 'hlc' -> (m.k::int - 1),
-           'row', (select pg_catalog.jsonb_object_agg(c.key, c.value -> (m.k::int - 1))
-                     from pg_catalog.jsonb_each(g.o -> 'row') c))::json
+  -- A member's version and columns are its element of an array, or the group's one value; without
+  -- an "hlc" array its stamp is the one it sent, and its outcome says none.
+  select m.seq, (pg_catalog.jsonb_build_object('seq', m.seq, 'status', 'applied', 'partial', true,
+           'version', case when pg_catalog.jsonb_typeof(g.o -> 'version') = 'array' then g.o -> 'version' -> (m.k::int - 1)
+                           else g.o -> 'version' end,
+           'row', coalesce((select pg_catalog.jsonb_object_agg(c.key, c.value -> (m.k::int - 1))
+                              from pg_catalog.jsonb_each(g.o -> 'row') c), '{}'::jsonb)
+                  || case when pg_catalog.jsonb_typeof(g.o -> 'same') = 'object' then g.o -> 'same' else '{}'::jsonb end)
+           || case when pg_catalog.jsonb_typeof(g.o -> 'hlc') = 'array' then pg_catalog.jsonb_build_object('hlc', g.o -> 'hlc' -> (m.k::int - 1))
+                   else '{}'::jsonb end)::json
     from g cross join lateral (select (e.v #>> '{}')::bigint as seq, e.k
                                  from pg_catalog.jsonb_array_elements(g.o -> 'seqs') with ordinality e(v, k)) m
    where m.seq in (select pg_catalog.unnest(p_seqs));
@@ -769,8 +820,10 @@ $$;
 --   A malformed batch fails the call (22023) and changes nothing. The answer is an array holding
 --   one outcome per distinct seq of the batch, in no particular order: single outcomes
 --   ({seq, status, ...}) and applied groups ({seqs: [...], status: "applied", partial: true,
---   version: [...], hlc: [...], row: {column: [...]}}, see sync.apply_run) whose partial rows the
---   device completes from the data it sent. A repeated seq shares its first occurrence's outcome.
+--   version: [...] | v, row: {column: [...]}, same: {column: value}}, see sync.apply_run) whose
+--   partial rows the device completes from the data and stamps it sent. A stored outcome answered
+--   again may be partial and without "hlc": its stamp is the one sent. A repeated seq shares its
+--   first occurrence's outcome.
 -- - sync_push(uuid, jsonb), for SQL callers: the batch as a list of mutation objects
 --   [{seq, table, action, id, data, baseVersion, hlc}]; a malformed item is rejected on its own,
 --   and the answer is one outcome per mutation, in order, with whole rows (a batch applied
@@ -1020,7 +1073,9 @@ begin
       if v_group is not null then
         -- One record for the group (under the lock above, no concurrent attempt can store it).
         insert into sync.idempotency (client_id, seq, first_seq, user_id, outcome, seqs)
-        select p_client_id, pg_catalog.max(x), pg_catalog.min(x), v_user, v_group, v_group_seqs from pg_catalog.unnest(v_group_seqs) x;
+        select p_client_id, pg_catalog.max(x), pg_catalog.min(x), v_user, v_group,
+               case when pg_catalog.max(x) - pg_catalog.min(x) + 1 <> pg_catalog.count(*) then v_group_seqs end
+          from pg_catalog.unnest(v_group_seqs) x;
         v_groups := v_groups || v_group;
       end if;
     else

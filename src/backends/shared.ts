@@ -50,7 +50,8 @@ const outcomeSchema = z.discriminatedUnion('status', [
     // The row holds only the columns the mutation did not send (and its key); the rest are as sent.
     partial: z.literal(true).optional(),
     version: versionSchema,
-    hlc: hlcSchema.default(null),
+    // Absent from a partial outcome: the stamp is the one the mutation sent.
+    hlc: hlcSchema.optional(),
   }),
   z.object({
     seq: seqSchema,
@@ -63,21 +64,23 @@ const outcomeSchema = z.discriminatedUnion('status', [
   z.object({ seq: seqSchema, status: z.literal('rejected'), code: z.string().min(1), message: z.string() }),
 ])
 
-// Applied writes of one set-based run, column by column: member k is seqs[k], version[k], hlc[k]
-// and the row of each `row` column's k-th value. Every member is partial.
+// Applied writes of one set-based run, column by column: member k is seqs[k], with version[k] (or
+// the one version of all), hlc[k] (or, with no hlc array, the stamp it sent), and a row of each `row`
+// column's k-th value and each `same` column's value. Every member is partial.
 const appliedGroupSchema = z
   .object({
     seqs: z.array(seqSchema),
     status: z.literal('applied'),
     partial: z.literal(true),
-    version: z.array(versionSchema),
-    hlc: z.array(hlcSchema),
+    version: z.union([z.array(versionSchema), versionSchema]),
+    hlc: z.array(hlcSchema).nullable().optional(),
     row: z.record(z.string(), z.array(z.unknown())),
+    same: rowSchema.nullable().optional(),
   })
   .refine(
     (group) =>
-      group.version.length === group.seqs.length &&
-      group.hlc.length === group.seqs.length &&
+      (typeof group.version === 'number' || group.version.length === group.seqs.length) &&
+      (group.hlc == null || group.hlc.length === group.seqs.length) &&
       Object.values(group.row).every((column) => column.length === group.seqs.length),
     { message: 'every column of an applied group must be as long as its seqs' },
   )
@@ -185,7 +188,17 @@ type DecodedOutcome = z.infer<typeof outcomeSchema>
 type AppliedGroup = z.infer<typeof appliedGroupSchema>
 
 /** What answers a seq: a single outcome, or member `k` of an applied group (`columns` being its row's). */
-type Answer = DecodedOutcome | { group: AppliedGroup; columns: Array<[string, unknown[]]>; k: number }
+type Answer = DecodedOutcome | { group: AppliedGroup; columns: Array<[string, unknown[]]>; same: Array<[string, () => unknown]>; k: number }
+
+/**
+ * The value of a column given once for many rows, for one more row: a JSON object or array is
+ * parsed anew for each, so no two rows share one (an app changing one would change the others).
+ */
+function sameValue(value: unknown): () => unknown {
+  if (typeof value !== 'object' || value === null) return () => value
+  const text = JSON.stringify(value)
+  return () => JSON.parse(text) as unknown
+}
 
 /**
  * Decodes a push answer: an outcome per distinct seq of the batch, given one by one or as applied
@@ -211,7 +224,8 @@ export function decodePushAnswer(data: unknown, mutations: readonly Mutation[], 
     if (typeof element === 'object' && element !== null && 'seqs' in element) {
       const group = decode(appliedGroupSchema, element, `push (element ${i})`)
       const columns = Object.entries(group.row)
-      for (let k = 0; k < group.seqs.length; k++) answer(group.seqs[k]!, { group, columns, k })
+      const same = Object.entries(group.same ?? {}).map(([column, value]): [string, () => unknown] => [column, sameValue(value)])
+      for (let k = 0; k < group.seqs.length; k++) answer(group.seqs[k]!, { group, columns, same, k })
     } else {
       const outcome = decode(outcomeSchema, element, `push (element ${i})`)
       answer(outcome.seq, outcome)
@@ -230,14 +244,18 @@ export function decodePushAnswer(data: unknown, mutations: readonly Mutation[], 
     if (found === undefined) throw malformed('push', `no outcome for seq ${mutation.seq}`)
     let outcome: MutationOutcome
     if ('group' in found) {
-      const { group, columns, k } = found
+      const { group, columns, same, k } = found
       const row = sentColumns(mutation.data)
       for (const [column, values] of columns) row[column] = values[k]
-      outcome = { seq: mutation.seq, status: 'applied', row, version: group.version[k]!, hlc: group.hlc[k]! }
+      for (const [column, value] of same) row[column] = value()
+      const version = typeof group.version === 'number' ? group.version : group.version[k]!
+      outcome = { seq: mutation.seq, status: 'applied', row, version, hlc: group.hlc == null ? (mutation.hlc ?? null) : group.hlc[k]! }
     } else if (found.status === 'applied' && found.partial !== undefined) {
       if (found.row === null) throw malformed('push', `outcome of seq ${mutation.seq} is partial without a row`)
-      const { partial: _partial, ...rest } = found
-      outcome = { ...rest, row: Object.assign(sentColumns(mutation.data), found.row) }
+      const { partial: _partial, hlc, ...rest } = found
+      outcome = { ...rest, row: Object.assign(sentColumns(mutation.data), found.row), hlc: hlc === undefined ? (mutation.hlc ?? null) : hlc }
+    } else if (found.status === 'applied' && found.hlc === undefined) {
+      outcome = { ...found, hlc: null }
     } else {
       outcome = found as MutationOutcome
     }

@@ -355,11 +355,16 @@ describe('sync_push_runs', () => {
         put(element as RawOutcome)
         continue
       }
+      // A group's version and columns are per member (arrays) or one for all; with no hlc array
+      // each member's stamp is the one it sent (left out here, as in a stored outcome).
       const columns = Object.entries(element.row as Record<string, unknown[]>)
+      const same = (element.same ?? {}) as Record<string, unknown>
       ;(element.seqs as number[]).forEach((seq, k) =>
         put({
-          seq, status: element.status, partial: element.partial, version: (element.version as number[])[k], hlc: (element.hlc as unknown[])[k],
-          row: Object.fromEntries(columns.map(([column, values]) => [column, values[k]])),
+          seq, status: element.status, partial: element.partial,
+          version: Array.isArray(element.version) ? (element.version[k] as number) : (element.version as number),
+          ...(Array.isArray(element.hlc) ? { hlc: element.hlc[k] } : {}),
+          row: { ...Object.fromEntries(columns.map(([column, values]) => [column, values[k]])), ...same },
         }))
     }
     return out
@@ -409,6 +414,60 @@ describe('sync_push_runs', () => {
     const latest = new Map(pulled.changes.map((c) => [c.id, c.row]))
     expect(expectStatus(decoded[1], 'applied').row).toEqual(latest.get(b))
     expect(expectStatus(decoded[2], 'applied').row).toEqual(latest.get(a))
+  })
+
+  it('gives a group\'s columns and version once when alike in every row, and stamps only when the server chose them', async () => {
+    await stack().query(`
+      create table if not exists public.runs_items (   -- sync_enable_table adds updated_at
+        id uuid primary key, user_id uuid default auth.uid(), name text, n bigserial, note text default 'n',
+        tags text[] default '{}', meta json default '{"k": [1]}');
+      alter table public.runs_items enable row level security;
+      drop policy if exists runs_items_all on public.runs_items;
+      create policy runs_items_all on public.runs_items to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
+      grant select, insert, update on public.runs_items to authenticated;
+      grant usage on sequence public.runs_items_n_seq to authenticated;
+      select sync_enable_table('public.runs_items', 'user_id');`)
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const ids = [randomUUID(), randomUUID(), randomUUID()]
+    const stamp = (k: number) => `${String(Date.now()).padStart(15, '0')}:${String(k).padStart(5, '0')}:device-a`
+    const creates: Mutation[] = ids.map((id, k) => ({ seq: k + 1, table: 'runs_items', action: 'create', id, data: { id, name: `i${k}` }, baseVersion: null, hlc: stamp(k) }))
+    const first = await rawRuns(client, encodePushBody(clientId, creates))
+    expect(first.error).toBeNull()
+    const [group] = first.data as Array<Record<string, unknown>>
+    // Sent columns and stamps are not sent back; n differs per row, and json (no equality) is per
+    // row; the rest (owner, defaults, now()) and the version come once.
+    expect(group).toMatchObject({ seqs: [1, 2, 3], status: 'applied', partial: true, version: 1, hlc: null })
+    expect(Object.keys(group!.row as object).sort()).toEqual(['meta', 'n'])
+    expect(Object.keys(group!.same as object).sort()).toEqual(['note', 'tags', 'updated_at', 'user_id'])
+    expect(group!.same).toMatchObject({ user_id: user, note: 'n', tags: [] })
+
+    // Versions that differ come per row; so do stamps when a mutation sent none.
+    await stack().query(`update public.runs_items set note = 'again' where id = $1`, [ids[0]])
+    const updates: Mutation[] = ids.map((id, k) => ({ seq: 4 + k, table: 'runs_items', action: 'update', id, data: { name: `u${k}` }, baseVersion: null, hlc: k === 2 ? undefined : stamp(10 + k) }))
+    const second = await rawRuns(client, encodePushBody(clientId, updates))
+    expect(second.error).toBeNull()
+    const [updated] = second.data as Array<Record<string, unknown>>
+    expect(updated).toMatchObject({ seqs: [4, 5, 6], version: [3, 2, 2] })
+    const stamps = updated!.hlc as string[]
+    expect(stamps[0]).toMatch(/:00010:device-a$/)
+    expect(stamps[1]).toMatch(/:00011:device-a$/)
+    expect(stamps[2]).toMatch(/^\d{15}:\d{5}:server$/)
+    expect(updated!.row).toHaveProperty('note', ['again', 'n', 'n'])
+
+    // Completed on the device, every row is the one another device pulls, and no two rows share a
+    // value given once; a retry is answered from the stored groups as at first.
+    const decoded = decodePushAnswer(second.data, updates)
+    const pulled = new Map((await pullAll(client, ['runs_items'], null, 100, stack())).changes.map((c) => [c.id, c]))
+    ids.forEach((id, k) => {
+      const outcome = expectStatus(decoded[k], 'applied')
+      expect(outcome.row).toEqual(pulled.get(id)!.row)
+      expect(outcome.hlc).toBe(pulled.get(id)!.hlc)
+    })
+    expect(expectStatus(decoded[0], 'applied').row!.tags).not.toBe(expectStatus(decoded[1], 'applied').row!.tags)
+    expect(await pushRuns(client, clientId, creates)).toEqual(decodePushAnswer(first.data, creates))
+    expect(await pushRuns(client, clientId, updates)).toEqual(decoded)
   })
 
   it('applies a run whose data keys differ, repeated and already-applied seqs, and null data as one by one would', async () => {

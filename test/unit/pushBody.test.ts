@@ -147,7 +147,8 @@ describe('decodePushAnswer with applied groups', () => {
         const mutation: Mutation = { seq, table: 't', action: 'create', id, data: { name }, baseVersion: null }
         if (kind === 'grouped') {
           const partialRow = { id, owner }
-          return { mutation, partialRow, outcome: { seq, status: 'applied', row: { name, id, owner }, version, hlc: `h${seq}` } }
+          // Grouped writes kept the stamp their mutation sent.
+          return { mutation: { ...mutation, hlc: `h${seq}` }, partialRow, outcome: { seq, status: 'applied', row: { name, id, owner }, version, hlc: `h${seq}` } }
         }
         if (kind === 'whole') return { mutation, outcome: { seq, status: 'applied', row: { id, name: name.toUpperCase(), owner }, version, hlc: null } }
         if (kind === 'conflict') return { mutation, outcome: { seq, status: 'conflict', row: { id, name: 'other', owner }, version, deleted: false, hlc: null } }
@@ -155,22 +156,29 @@ describe('decodePushAnswer with applied groups', () => {
       }),
     )
 
-  it('gives each mutation its outcome, in the batch order, however the server groups and orders them', () => {
+  it('gives each mutation its outcome, in the batch order, however the server groups, compacts and orders them', () => {
     fc.assert(
-      fc.property(answeredArb, fc.integer({ min: 1, max: 4 }), fc.infiniteStream(fc.nat()), (answered, groups, shuffle) => {
-        // The grouped outcomes split into up to `groups` groups, column by column; all elements shuffled.
+      fc.property(answeredArb, fc.integer({ min: 1, max: 4 }), fc.infiniteStream(fc.nat()), fc.infiniteStream(fc.boolean()), (answered, groups, shuffle, compact) => {
+        // The grouped outcomes split into up to `groups` groups, column by column, each giving at
+        // will a version or column alike in all members once, and leaving out the sent stamps;
+        // all elements shuffled.
         const elements: unknown[] = []
         const grouped = answered.filter((a) => a.partialRow !== undefined)
+        const choose = compact[Symbol.iterator]()
         for (let g = 0; g < groups; g++) {
           const members = grouped.filter((_, k) => k % groups === g)
           if (members.length === 0) continue
+          const versions = members.map((m) => (m.outcome as { version: number }).version)
+          const owners = members.map((m) => m.partialRow!.owner)
+          const ownerOnce = choose.next().value! && owners.every((x) => x === owners[0])
           elements.push({
             seqs: members.map((m) => m.mutation.seq),
             status: 'applied',
             partial: true,
-            version: members.map((m) => (m.outcome as { version: number }).version),
-            hlc: members.map((m) => (m.outcome as { hlc: string | null }).hlc),
-            row: { id: members.map((m) => m.partialRow!.id), owner: members.map((m) => m.partialRow!.owner) },
+            version: choose.next().value! && versions.every((x) => x === versions[0]) ? versions[0] : versions,
+            hlc: choose.next().value! ? null : members.map((m) => (m.outcome as { hlc: string | null }).hlc),
+            row: { id: members.map((m) => m.partialRow!.id), ...(ownerOnce ? {} : { owner: owners }) },
+            same: ownerOnce ? { owner: owners[0] } : null,
           })
         }
         for (const a of answered) if (a.partialRow === undefined) elements.push(a.outcome)
@@ -183,6 +191,27 @@ describe('decodePushAnswer with applied groups', () => {
       }),
       { seed, numRuns: 300 },
     )
+  })
+
+  it('completes a partial outcome without a stamp with the one sent, and copies a value given once for each row', () => {
+    const m = (seq: number): Mutation => ({ seq, table: 't', action: 'create', id: `r${seq}`, data: { name: `n${seq}` }, baseVersion: null, hlc: `h${seq}` })
+    const answer = [
+      { seqs: [1, 2], status: 'applied', partial: true, version: 1, hlc: null, row: {}, same: { tags: ['a'], meta: { k: [1] }, owner: 'u' } },
+      { seq: 3, status: 'applied', partial: true, row: { id: 'r3' }, version: 4 },
+      { seq: 4, status: 'applied', row: { id: 'r4', name: 'N4' }, version: 2 },
+    ]
+    const [one, two, three, four] = decodePushAnswer(answer, [m(1), m(2), m(3), m(4)]).map(expectApplied)
+    expect(one).toEqual({ seq: 1, status: 'applied', row: { name: 'n1', tags: ['a'], meta: { k: [1] }, owner: 'u' }, version: 1, hlc: 'h1' })
+    expect(two!.row).toEqual({ name: 'n2', tags: ['a'], meta: { k: [1] }, owner: 'u' })
+    expect(two!.row!.tags).not.toBe(one!.row!.tags)
+    expect(two!.row!.meta).not.toBe(one!.row!.meta)
+    expect(three).toEqual({ seq: 3, status: 'applied', row: { id: 'r3', name: 'n3' }, version: 4, hlc: 'h3' })
+    // A whole outcome without a stamp has none (the server always sends one).
+    expect(four).toEqual({ seq: 4, status: 'applied', row: { id: 'r4', name: 'N4' }, version: 2, hlc: null })
+    // A group's version array or stamps must be as long as its seqs.
+    for (const bad of [{ version: [1] }, { hlc: ['h'] }, { same: [1] }]) {
+      expect(() => decodePushAnswer([{ ...answer[0], ...bad }], [m(1), m(2)])).toThrow(SyncError)
+    }
   })
 
   it('answers a repeated seq with its first occurrence, completed from that one', () => {
