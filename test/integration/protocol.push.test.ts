@@ -586,6 +586,11 @@ describe('sync_push_runs', () => {
       [{ client_id: clientId, runs: good }, /runs must be an array/],
       [{ client_id: clientId, runs: [good, { ...good, action: 'upsert' }] }, /run 1: action/],
       [{ client_id: clientId, runs: [good, { ...good, seq: [-2] }] }, /run 1: seq/],
+      // Anything but a non-empty array of integers from 0 to 10^18 - 1.
+      ...[[1.5], ['2'], [null], [[2]], [], 2, [1e18], [1e20], [2, 3.25]].map((seq): [unknown, RegExp] => [
+        { client_id: clientId, runs: [good, { ...good, seq, id: Array.isArray(seq) ? seq.map(() => randomUUID()) : [randomUUID()] }] },
+        /run 1: seq must be a non-empty array of integers/,
+      ]),
       [{ client_id: clientId, runs: [good, { ...good, seq: [2, 3] }] }, /run 1: id must be an array as long as seq/],
       [{ client_id: clientId, runs: [good, { ...good, seq: [2], data: ['text'] }] }, /run 1: data must hold objects/],
       [{ client_id: clientId, runs: [good, { ...good, seq: [2], base: ['1'] }] }, /run 1: base must hold numbers/],
