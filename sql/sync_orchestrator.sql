@@ -932,10 +932,20 @@ begin
   select pg_catalog.min(x), pg_catalog.max(x) into v_min_seq, v_max_seq from pg_catalog.unnest(v_seqs) x;
 
   -- A batch sent while the one before it (`after`) was on the wire usually finds it applied, or
-  -- being applied (it then waits for the lock below). If that one is not applied yet, its request
-  -- may still be on its way: it gets a moment (up to ~50 ms) before this one is deferred.
+  -- being applied. If that one is not applied yet, its request may still be on its way: it gets a
+  -- moment (up to ~50 ms) before this one is deferred. A predecessor being applied holds the lock
+  -- taken below: waiting for that lock (in a subtransaction rolled back at once, which lets it go)
+  -- wakes this call as the predecessor commits, not up to one sleep later.
   if p_after is not null then
     for v_i in 1 .. 25 loop
+      exit when sync.applied(p_client_id, v_user, p_after);
+      begin
+        perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('sync_push'),
+                                                 pg_catalog.hashtext(p_client_id::text || ':' || coalesce(v_user::text, '')));
+        raise exception using errcode = 'P0004';
+      exception when assert_failure then
+        null;
+      end;
       exit when sync.applied(p_client_id, v_user, p_after);
       perform pg_catalog.pg_sleep(0.002);
     end loop;
