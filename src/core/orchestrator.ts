@@ -540,17 +540,17 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     const slice: QueueItem[] = []
     // The items up to `read.last` were read by the slices before: each was chosen or passed over.
     let last: QueueItem | undefined
-    for (const item of queue.inDeliveryOrder(highPriorityOnly ? 'high' : undefined, read.last)) {
+    queue.scanInDeliveryOrder((item) => {
       last = item
       const k = `${item.entityType}\u0000${item.recordId}`
-      if (seen.has(k)) continue
+      if (seen.has(k)) return
       seen.add(k)
       const c = byTable.get(item.entityType)
       // A record waiting for a person is held back until the conflict is resolved.
-      if (c && tableOf(c.name).get(item.recordId)?.state === 'conflict') continue
+      if (c && tableOf(c.name).get(item.recordId)?.state === 'conflict') return
       slice.push(item)
-      if (slice.length >= want) break
-    }
+      if (slice.length >= want) return false
+    }, highPriorityOnly ? 'high' : undefined, read.last)
     if (last) read.last = queue.deliveryPosition(last.seq)
     return slice
   }

@@ -211,6 +211,13 @@ describe('queue properties', () => {
             for (const [k, seq] of order.entries()) {
               const rest = [...h.queue.inDeliveryOrder(step.minPriority, h.queue.deliveryPosition(seq))].map((i) => i.seq)
               expect(rest).toEqual(order.slice(k + 1))
+              // The scan reads the same, and stops where its visitor says.
+              const scanned: number[] = []
+              h.queue.scanInDeliveryOrder((i) => void scanned.push(i.seq), step.minPriority, h.queue.deliveryPosition(seq))
+              expect(scanned).toEqual(rest)
+              const firstTwo: number[] = []
+              h.queue.scanInDeliveryOrder((i) => firstTwo.push(i.seq) < 2, step.minPriority, h.queue.deliveryPosition(seq))
+              expect(firstTwo).toEqual(rest.slice(0, 2))
             }
             // Nothing goes before an earlier item of its own record.
             for (const [index, item] of batch.entries()) {
@@ -375,8 +382,19 @@ describe('queue properties', () => {
         expect(set.size).toBe(model.size)
         for (const value of [0, 1, 3_000, 6_000]) expect(set.has(value)).toBe(model.has(value))
         const sorted = [...model].sort((a, b) => a - b)
+        const all: number[] = []
+        set.forEachAfter(undefined, (x) => void all.push(x))
+        expect(all).toEqual(sorted)
         for (const value of [-1, 0, 1, 2_999, 3_000, 6_000, ...sorted.slice(0, 3), ...sorted.slice(-3)]) {
           expect([...set.valuesAfter(value)]).toEqual(sorted.filter((x) => x > value))
+          const visited: number[] = []
+          expect(set.forEachAfter(value, (x) => void visited.push(x))).toBe(true)
+          expect(visited).toEqual(sorted.filter((x) => x > value))
+          // A visitor returning false stops the walk, which says so.
+          const upTo: number[] = []
+          const whole = set.forEachAfter(value, (x) => upTo.push(x) < 3)
+          expect(upTo).toEqual(sorted.filter((x) => x > value).slice(0, 3))
+          expect(whole).toBe(upTo.length < 3)
         }
       }),
       params(100),
