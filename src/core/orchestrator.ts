@@ -245,10 +245,20 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     }
   }
 
+  /** Whether two statuses say the same, field by field (every local write asks). */
+  function sameStatus(a: SyncStatus, b: SyncStatus): boolean {
+    return a.state === b.state && a.online === b.online && a.queueLength === b.queueLength &&
+      a.pending.creates === b.pending.creates && a.pending.updates === b.pending.updates && a.pending.deletes === b.pending.deletes &&
+      a.failed === b.failed && a.conflicts === b.conflicts && a.lastSyncAt === b.lastSyncAt && a.nextSyncAt === b.nextSyncAt &&
+      (a.lastError === b.lastError || (a.lastError !== null && b.lastError !== null && a.lastError.kind === b.lastError.kind && a.lastError.message === b.lastError.message)) &&
+      (a.progress === b.progress || (a.progress !== null && b.progress !== null && a.progress.phase === b.progress.phase &&
+        a.progress.done === b.progress.done && a.progress.total === b.progress.total))
+  }
+
   /** Recompute status; publish only when something changed, so snapshots stay stable. */
   function refreshStatus(): void {
     const next = computeStatus()
-    if (status && JSON.stringify(next) === JSON.stringify(status)) return
+    if (status && sameStatus(next, status)) return
     status = next
     emit({ type: 'status', status })
   }
