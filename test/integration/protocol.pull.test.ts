@@ -338,12 +338,20 @@ describe('sync_pull', () => {
       await session.query(`set auto_explain.log_analyze = on`)
       await session.query(`set auto_explain.log_nested_statements = on`)
       await session.query(`set auto_explain.log_level = notice`)
-      await session.query('begin')
-      await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
-      await session.query('set local role authenticated')
-      const { rows } = await session.query('select public.sync_pull($1, $2, $3) as page', [['contacts'], cursor, 10])
-      await session.query('commit')
-      expect(rows[0].page.changes).toHaveLength(3)
+      // The pull's watermark is the server's oldest running transaction, and other test files share
+      // the server: until their open transactions end, the three new rows may not be offered yet.
+      let changes: unknown[] = []
+      for (let attempt = 0; attempt < 50 && changes.length < 3; attempt++) {
+        if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 100))
+        plans.length = 0
+        await session.query('begin')
+        await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
+        await session.query('set local role authenticated')
+        const { rows } = await session.query('select public.sync_pull($1, $2, $3) as page', [['contacts'], cursor, 10])
+        await session.query('commit')
+        changes = rows[0].page.changes
+      }
+      expect(changes).toHaveLength(3)
     } finally {
       await session.end()
     }
