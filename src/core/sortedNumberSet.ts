@@ -73,11 +73,7 @@ export class SortedNumberSet {
   /** The numbers greater than `value`, in ascending order. */
   *valuesAfter(value: number): IterableIterator<number> {
     const chunks = this.chunks
-    let c = this.chunkFor(value)
-    const first = chunks[c]
-    if (first === undefined) return
-    let i = lowerBound(first, value)
-    if (first[i] === value) i++
+    let [c, i] = this.startAfter(value)
     for (; c < chunks.length; c++, i = 0) {
       const chunk = chunks[c]!
       for (; i < chunk.length; i++) yield chunk[i]!
@@ -91,15 +87,7 @@ export class SortedNumberSet {
    */
   forEachAfter(after: number | undefined, visit: (value: number) => boolean | void): boolean {
     const chunks = this.chunks
-    let c = 0
-    let i = 0
-    if (after !== undefined) {
-      c = this.chunkFor(after)
-      const first = chunks[c]
-      if (first === undefined) return true
-      i = lowerBound(first, after)
-      if (first[i] === after) i++
-    }
+    let [c, i] = after === undefined ? [0, 0] : this.startAfter(after)
     for (; c < chunks.length; c++, i = 0) {
       const chunk = chunks[c]!
       for (; i < chunk.length; i++) if (visit(chunk[i]!) === false) return false
@@ -111,6 +99,15 @@ export class SortedNumberSet {
   clear(): void {
     this.chunks = []
     this.count = 0
+  }
+
+  /** Chunk and index of the first number greater than `value` (chunk `chunks.length` when none). */
+  private startAfter(value: number): [number, number] {
+    const c = this.chunkFor(value)
+    const chunk = this.chunks[c]
+    if (chunk === undefined) return [c, 0]
+    const i = lowerBound(chunk, value)
+    return [c, chunk[i] === value ? i + 1 : i]
   }
 
   /** Index of the first chunk whose last number is >= `value` (`chunks.length` when none). */
