@@ -105,6 +105,25 @@ create policy idempotency_own on sync.idempotency
   using (user_id is not distinct from (select auth.uid()))
   with check (user_id is not distinct from (select auth.uid()));
 
+-- A device's pushes whose transaction wrote nothing in synced tables but the rows of its own
+-- mutations (which it learns from the push's answer): a pull that leaves that device's rows out
+-- (p_skip_node) jumps over these transactions' rows by index instead of reading them.
+create table if not exists sync.own_xids (
+  user_id uuid default auth.uid(),
+  node text not null,
+  xid xid8 not null,
+  created_at timestamptz not null default now()
+);
+create index if not exists own_xids_key on sync.own_xids (user_id, node, xid);
+create index if not exists own_xids_created_at_idx on sync.own_xids (created_at);
+comment on table sync.own_xids is 'Transactions of pushes that wrote only the pushing device''s rows, by its clock node: pulls skipping that node jump over them.';
+
+alter table sync.own_xids enable row level security;
+drop policy if exists own_xids_own on sync.own_xids;
+create policy own_xids_own on sync.own_xids
+  using (user_id is not distinct from (select auth.uid()))
+  with check (user_id is not distinct from (select auth.uid()));
+
 -- ---------------------------------------------------------------------------------------------
 -- Hybrid logical clock, same text format as the devices' (`hlc.ts`):
 --   <15-digit zero-padded wall ms>:<5-digit zero-padded counter>:<node id>
@@ -180,6 +199,11 @@ declare
   v_wall bigint;
   v_counter int;
 begin
+  -- A row written by another trigger (a cascade, an app's trigger) is not one a device sent: its
+  -- transaction is then not recorded as the pushing device's own (see sync.own_xids).
+  if pg_catalog.pg_trigger_depth() > 1 then
+    perform pg_catalog.set_config('sync.foreign_write', 'on', true);
+  end if;
   new._xid := pg_catalog.pg_current_xact_id();
   new.updated_at := pg_catalog.now();
   if tg_op = 'INSERT' then
@@ -1141,6 +1165,9 @@ create or replace function public.sync_push_runs(jsonb) returns json
   set search_path = ''
 as $$
 -- The parameter has no name: PostgREST then passes the whole request body to it.
+declare
+  v_node text := $1 ->> 'node';
+  v_out json;
 begin
   if $1 is null or pg_catalog.jsonb_typeof($1) <> 'object'
      or coalesce(($1 ->> 'client_id') ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$', false) is not true then
@@ -1150,12 +1177,24 @@ begin
      or (pg_catalog.jsonb_typeof($1 -> 'after') = 'number' and ($1 ->> 'after') !~ '^[0-9]{1,18}$') then
     raise exception 'sync_push_runs: after must be null or a seq' using errcode = '22023';
   end if;
-  return sync.push_runs(($1 ->> 'client_id')::uuid, $1 -> 'runs', true, ($1 ->> 'after')::bigint);
+  -- The clock node of the batch's stamps (optional): the device's pulls leave this node's rows out.
+  if coalesce(pg_catalog.jsonb_typeof($1 -> 'node'), 'null') not in ('string', 'null')
+     or (v_node is not null and (v_node collate "C" !~ '^[!-9;-~]+$' or pg_catalog.length(v_node) > 128)) then
+    raise exception 'sync_push_runs: node must be null or a clock node id' using errcode = '22023';
+  end if;
+  v_out := sync.push_runs(($1 ->> 'client_id')::uuid, $1 -> 'runs', true, ($1 ->> 'after')::bigint);
+  -- A transaction that wrote only the rows of the batch's own mutations (every one answered with
+  -- its row, version and stamp) is one the device's pulls may jump over.
+  if v_node is not null and pg_catalog.pg_current_xact_id_if_assigned() is not null
+     and pg_catalog.current_setting('sync.foreign_write', true) is distinct from 'on' then
+    insert into sync.own_xids (node, xid) values (v_node, pg_catalog.pg_current_xact_id());
+  end if;
+  return v_out;
 end
 $$;
 
 comment on function public.sync_push_runs(jsonb) is
-  'Apply a batch of mutations, given as runs {client_id, runs: [{table, action, seq[], id[], data[], base[], hlc[]}]}, '
+  'Apply a batch of mutations, given as runs {client_id, node?, after?, runs: [{table, action, seq[], id[], data[], base[], hlc[]}]}, '
   'exactly once per (client, seq); returns one outcome per distinct seq (applied | conflict | rejected), '
   'applied writes grouped column by column.';
 
@@ -1359,6 +1398,13 @@ declare
   v_lt text;
   v_li text;
   v_end jsonb;
+  -- Own push transactions (sync.own_xids) of p_skip_node after the cursor: their rows are jumped
+  -- over, not read. A page reads rows below v_bound: the snapshot's xmin, or the next such one.
+  v_skips xid8[] := '{}';
+  v_bound xid8;
+  v_past boolean := false;   -- the cursor stands after every row of transaction v_cx
+  v_probe text[];
+  v_gap int;
 begin
   select coalesce(pg_catalog.array_agg(distinct t collate "C" order by t collate "C"), '{}') into v_tables
     from pg_catalog.unnest(p_tables) t;
@@ -1380,13 +1426,86 @@ begin
     return pg_catalog.json_build_object('changes', '[]'::json, 'cursor', p_cursor, 'hasMore', false, 'reset', false);
   end if;
 
+  v_bound := v_xmin;
+  if p_skip_node is not null then
+    select coalesce(pg_catalog.array_agg(o.xid order by o.xid), '{}') into v_skips
+      from (select o.xid from sync.own_xids o
+             where o.user_id is not distinct from (select auth.uid()) and o.node = p_skip_node
+               and o.xid >= coalesce(v_cx, '0'::xid8) and o.xid < v_xmin
+             order by o.xid limit 1000) o;
+  end if;
+  if pg_catalog.cardinality(v_skips) > 0 then
+    -- The rows after the cursor fall in gaps between the skipped transactions: gap 0 runs from the
+    -- cursor to the first, gap k from the k-th to the next (the last, to xmin). The page starts in
+    -- the first gap with a row (one index probe per gap and table) and stops at its end.
+    v_probe := '{}';
+    foreach v_name in array v_tables loop
+      v_info := sync.table_info(v_name);
+      v_probe := v_probe || pg_catalog.format(
+        'exists (select from %I.%I t where %s and t._xid < $3)', v_info.table_schema, v_info.table_name,
+        case when v_cursor is null then 'true'
+             when v_info.table_name collate "C" < v_ct collate "C" then 't._xid > $1'
+             when v_info.table_name = v_ct then pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type)
+             else 't._xid >= $1' end);
+    end loop;
+    v_gap := null;
+    if v_cx is null or v_cx < v_skips[1] then
+      execute 'select case when ' || pg_catalog.array_to_string(v_probe, ' or ') || ' then 0 end'
+        into v_gap using v_cx, v_ci, v_skips[1];
+    end if;
+    if v_gap is null then
+      v_probe := '{}';
+      foreach v_name in array v_tables loop
+        v_info := sync.table_info(v_name);
+        v_probe := v_probe || pg_catalog.format('exists (select from %I.%I t where t._xid > g.lo and t._xid < g.hi)',
+                                                v_info.table_schema, v_info.table_name);
+      end loop;
+      execute 'select pg_catalog.min(g.n)::int from unnest($1, $2) with ordinality g(lo, hi, n) where '
+              || pg_catalog.array_to_string(v_probe, ' or ')
+        into v_gap using v_skips, v_skips[2:] || v_xmin;
+    end if;
+    if v_gap = 0 then
+      v_bound := v_skips[1];
+    elsif v_gap is not null then
+      -- Past every row of the gap's first transaction, to the next one.
+      v_cx := v_skips[v_gap];
+      v_past := true;
+      v_bound := coalesce(v_skips[v_gap + 1], v_xmin);
+    else
+      -- Every row left below xmin belongs to a skipped transaction: the cursor moves to the last.
+      v_probe := '{}';
+      foreach v_name in array v_tables loop
+        v_info := sync.table_info(v_name);
+        v_probe := v_probe || pg_catalog.format(
+          '(select t._xid as x, %L::text collate "C" as tbl, t.%I::text as id from %I.%I t where %s and t._xid <= $3 order by t._xid desc, t.%I desc limit 1)',
+          v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name,
+          case when v_cursor is null then 'true'
+               when v_info.table_name collate "C" < v_ct collate "C" then 't._xid > $1'
+               when v_info.table_name = v_ct then pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type)
+               else 't._xid >= $1' end,
+          v_info.pk_column);
+      end loop;
+      execute 'select u.x::text, u.tbl::text, u.id from (' || pg_catalog.array_to_string(v_probe, ' union all ')
+              || ') u order by u.x desc, u.tbl desc limit 1'
+        into v_fx, v_ft, v_fi using v_cx, v_ci, v_skips[pg_catalog.cardinality(v_skips)];
+      if v_fx is not null then
+        v_cursor := pg_catalog.jsonb_build_object('x', v_fx, 't', v_ft, 'i', v_fi);
+        v_cx := v_fx::xid8;
+        v_ct := v_ft;
+        v_ci := v_fi;
+      end if;
+    end if;
+  end if;
+
   loop
     v_parts := '{}';
     v_runs := '{}';
     foreach v_name in array v_tables loop
       v_info := sync.table_info(v_name);
       -- Where this table's rows resume relative to the cursor (x, t, i).
-      if v_cursor is null then
+      if v_past then
+        v_pred := 't._xid > $1';
+      elsif v_cursor is null then
         v_pred := 'true';
       elsif v_info.table_name collate "C" < v_ct collate "C" then
         v_pred := 't._xid > $1';
@@ -1435,13 +1554,14 @@ begin
                 f as (select coalesce(pg_catalog.min(w.n) filter (where not w.sk) - 1, pg_catalog.count(*)) as p from w)
            select w.x::text, w.tbl::text, w.id from w join f on w.n = f.p$q$,
         pg_catalog.array_to_string(v_runs, ' union all '))
-        into v_fx, v_ft, v_fi using v_cx, v_ci, v_xmin, v_window, p_skip_node;
+        into v_fx, v_ft, v_fi using v_cx, v_ci, v_bound, v_window, p_skip_node;
       if v_fx is not null then
         -- Past the run (the tables' bounds depend on the cursor).
         v_cursor := pg_catalog.jsonb_build_object('x', v_fx, 't', v_ft, 'i', v_fi);
         v_cx := v_fx::xid8;
         v_ct := v_ft;
         v_ci := v_fi;
+        v_past := false;
       end if;
       -- Then a page from there.
       continue;
@@ -1458,11 +1578,12 @@ begin
            from (select a.*, pg_catalog.row_number() over (order by a.x, a.tbl, a.ord) as n
                    from (select * from (%s) b order by b.x, b.tbl, b.ord limit $4) a) u$q$,
       pg_catalog.array_to_string(v_parts, ' union all '))
-      into v_count, v_changes, v_lx, v_lt, v_li using v_cx, v_ci, v_xmin, v_limit + 1, v_limit, p_skip_node;
+      into v_count, v_changes, v_lx, v_lt, v_li using v_cx, v_ci, v_bound, v_limit + 1, v_limit, p_skip_node;
 
     v_has_more := v_count > v_limit;
     if v_count = 0 then
-      v_end := v_cursor;
+      -- (A gap found with a row holds none any more when the row was written again meanwhile.)
+      v_end := case when v_past then v_start else v_cursor end;
     else
       v_end := pg_catalog.jsonb_build_object('x', v_lx, 't', v_lt, 'i', v_li);
     end if;
@@ -1473,8 +1594,13 @@ begin
     v_cx := (v_cursor ->> 'x')::xid8;
     v_ct := v_cursor ->> 't';
     v_ci := v_cursor ->> 'i';
+    v_past := false;
     v_forward := true;
   end loop;
+  -- A page that stopped at a skipped transaction: more may follow it.
+  if v_bound < v_xmin then
+    v_has_more := true;
+  end if;
 
   -- At the end of the stream, step past horizons already below the snapshot (see invariants).
   if not v_has_more and v_end is not null then
@@ -1591,12 +1717,14 @@ create or replace function public.sync_purge_idempotency(p_older_than interval d
   security invoker
   set search_path = ''
 as $$
-  with gone as (delete from sync.idempotency i where i.created_at < pg_catalog.now() - p_older_than returning 1)
+  -- The own-transaction records go with them: they only spare pulls some reading.
+  with gone as (delete from sync.idempotency i where i.created_at < pg_catalog.now() - p_older_than returning 1),
+       own as (delete from sync.own_xids o where o.created_at < pg_catalog.now() - p_older_than)
   select count(*) from gone
 $$;
 
 comment on function public.sync_purge_idempotency(interval) is
-  'Delete push idempotency records older than the given age.';
+  'Delete push idempotency records (and records of own push transactions, sync.own_xids) older than the given age.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Privileges
@@ -1638,6 +1766,7 @@ begin
       execute pg_catalog.format('grant execute on function public.sync_checksum(text[]) to %I', v_role);
       execute pg_catalog.format('grant select on sync.tables to %I', v_role);
       execute pg_catalog.format('grant select, insert, update on sync.idempotency to %I', v_role);
+      execute pg_catalog.format('grant select, insert on sync.own_xids to %I', v_role);
     end if;
   end loop;
   if exists (select 1 from pg_catalog.pg_roles where rolname = 'service_role') then
@@ -1645,6 +1774,7 @@ begin
     grant execute on function public.sync_purge_idempotency(interval) to service_role;
     grant update on sync.tables to service_role;
     grant delete on sync.idempotency to service_role;
+    grant delete on sync.own_xids to service_role;
   end if;
 end
 $$;

@@ -9,6 +9,7 @@
  */
 import { z } from 'zod'
 import { SyncError } from '../core/errors.js'
+import { isValidHlcNodeId } from '../core/hlc.js'
 import type { Change, Cursor, Mutation, MutationOutcome, PullRequest, PullResult, Row, TableChecksum } from '../core/protocol.js'
 
 /** Names of the server functions the backends call. */
@@ -151,6 +152,12 @@ export interface PushBody {
   client_id: string
   /** A seq of the batch sent before this one and not yet answered (see `PushOptions.after`). */
   after?: number
+  /**
+   * The clock node of every stamp in the batch, when they share one: the server records a
+   * transaction that wrote only these mutations' rows, and the device's pulls (`skipNode`) jump
+   * over it instead of reading its rows.
+   */
+  node?: string
   runs: PushRun[]
 }
 
@@ -163,7 +170,15 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[],
   const runs: PushRun[] = []
   let run: PushRun | undefined
   let runKey = ''
+  // The stamps' node (after the second ':'), while every stamp has the same one.
+  let node: string | undefined
+  let oneNode = mutations.length > 0
   for (const { seq, table, action, id, data, baseVersion, hlc } of mutations) {
+    if (oneNode) {
+      if (hlc === undefined || hlc.length < 23 || hlc.charCodeAt(15) !== 58 || hlc.charCodeAt(21) !== 58) oneNode = false
+      else if (node === undefined) node = hlc.slice(22)
+      else if (!hlc.endsWith(node) || hlc.length !== 22 + node.length) oneNode = false
+    }
     const key = action === 'delete' ? `${table}\u0000delete` : `${table}\u0000${action}\u0000${data ? Object.keys(data).sort().join('\u0000') : '\u0001'}`
     if (run === undefined || key !== runKey) {
       run = { table, action, seq: [], id: [], base: [], hlc: [] }
@@ -177,7 +192,10 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[],
     run.base.push(baseVersion)
     run.hlc.push(hlc ?? null)
   }
-  return after === undefined ? { client_id: clientId, runs } : { client_id: clientId, after, runs }
+  const body: PushBody = { client_id: clientId, runs }
+  if (after !== undefined) body.after = after
+  if (oneNode && node !== undefined && isValidHlcNodeId(node)) body.node = node
+  return body
 }
 
 const SYNC_COLUMNS = new Set(['_version', '_xid', '_deleted', '_hlc'])

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
+import { propertyParameters } from '../../src/testing/storageContract.js'
 import pg from 'pg'
 import type { Change, Cursor, Mutation } from '../../src/core/protocol.js'
 import {
@@ -16,6 +17,7 @@ import {
   pullAll,
   settle,
   push,
+  pushRuns,
   useStack,
 } from '../helpers/stack.js'
 
@@ -23,6 +25,15 @@ const stack = useStack({
   schemaSql: `
     create table public.plain (id int primary key, user_id uuid default auth.uid());
     grant select on public.plain to authenticated;
+    -- An app's trigger: a note whose body is 'echo' makes a contact in the same transaction.
+    create function public.echo_note() returns trigger language plpgsql as $$
+    begin
+      if new.body = 'echo' then
+        insert into public.contacts (user_id, name) values (new.user_id, 'echo of note ' || new.id);
+      end if;
+      return new;
+    end $$;
+    create trigger echo_note after insert on public.notes for each row execute function public.echo_note();
   `,
 })
 
@@ -171,6 +182,116 @@ describe('sync_pull', () => {
     const { changes } = await page(null, 'odeA')
     expect(changes).toHaveLength(2)
     expect((await pullAll(client, ['contacts', 'notes'], null, 100, stack())).changes).toHaveLength(171)
+  })
+
+  it("jumps over a device's own push transactions, but not one where an app's trigger wrote too", async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const stamp = () => `${String(Date.now()).padStart(15, '0')}:00000:nodeJ`
+    const creates = (from: number, n: number): Mutation[] =>
+      Array.from({ length: n }, (_, i) => ({ ...createContact(from + i), hlc: stamp() }))
+    const own = async (): Promise<number> => {
+      const [{ n }] = (await stack().query<{ n: number }>(
+        `select count(*)::int as n from sync.own_xids where user_id = $1 and node = 'nodeJ'`, [user])) as [{ n: number }]
+      return n
+    }
+    // 300 own rows: more than a call skips row by row at this page size (see above).
+    await pushRuns(client, clientId, creates(1, 300))
+    expect(await own()).toBe(1)
+    await stack().query(`insert into contacts (user_id, name) values ($1, 'plain 1')`, [user])
+    await pushRuns(client, clientId, creates(301, 50))
+    // A push whose transaction also wrote a row the device did not send is not recorded.
+    const echo: Mutation = { seq: 351, table: 'notes', action: 'create', id: 'e1', data: { body: 'echo' }, baseVersion: null, hlc: stamp() }
+    await pushRuns(client, clientId, [echo])
+    expect(await own()).toBe(2)
+    await stack().query(`insert into contacts (user_id, name) values ($1, 'plain 2')`, [user])
+    await settle(stack())
+
+    const page = async (cursor: Cursor, limit: number) => {
+      const { data, error } = await client.rpc('sync_pull', { p_tables: ['contacts', 'notes'], p_cursor: cursor, p_limit: limit, p_skip_node: 'nodeJ' })
+      expect(error).toBeNull()
+      return data as { changes: Change[]; cursor: Cursor; hasMore: boolean }
+    }
+    const first = await page(null, 2)
+    // Answered at once: the 300 own rows are not read one by one.
+    expect(first.changes.map((c) => c.row?.name)).toEqual(['plain 1'])
+    const rest: Change[] = []
+    let cursor = first.cursor
+    for (let more = first.hasMore; more; ) {
+      const p = await page(cursor, 2)
+      rest.push(...p.changes)
+      cursor = p.cursor
+      more = p.hasMore
+    }
+    expect(rest.map((c) => String(c.row?.name))).toEqual([expect.stringMatching(/^echo of note /), 'plain 2'])
+    // The same rows, in the same order, as a full pull without the own ones; the same end.
+    const all = await pullAll(client, ['contacts', 'notes'], null, 100, stack())
+    const others = all.changes.filter((c) => !c.hlc?.endsWith(':nodeJ'))
+    expect([...first.changes, ...rest]).toEqual(others)
+    expect(cursor).toEqual(all.cursor)
+  })
+
+  it('pages with p_skip_node equal a full pull without the node\'s rows, whatever is written between own pushes (property)', async () => {
+    type Step = { kind: 'own'; n: number } | { kind: 'plain'; n: number } | { kind: 'touch' } | { kind: 'echo' } | { kind: 'other' }
+    const step: fc.Arbitrary<Step> = fc.oneof(
+      fc.record({ kind: fc.constant('own' as const), n: fc.integer({ min: 1, max: 30 }) }),
+      fc.record({ kind: fc.constant('plain' as const), n: fc.integer({ min: 1, max: 3 }) }),
+      fc.constant({ kind: 'touch' as const }),
+      fc.constant({ kind: 'echo' as const }),
+      fc.constant({ kind: 'other' as const }),
+    )
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 8 }), fc.integer({ min: 1, max: 7 }), fc.nat(), async (steps, limit, split) => {
+        const user = newUser()
+        const client = stack().createClient(user)
+        const clientId = randomUUID()
+        let seq = 1
+        const mine: string[] = []
+        const stamp = (node: string) => `${String(Date.now()).padStart(15, '0')}:00000:${node}`
+        let cursorAt: Cursor | undefined
+        for (const [i, s] of steps.entries()) {
+          if (s.kind === 'own') {
+            const batch = Array.from({ length: s.n }, () => ({ ...createContact(seq++), hlc: stamp('nodeP') }))
+            mine.push(...batch.map((m) => m.id))
+            await pushRuns(client, clientId, batch)
+          } else if (s.kind === 'plain') {
+            await stack().query(`insert into contacts (user_id, name) select $1, 'plain' from generate_series(1, $2)`, [user, s.n])
+          } else if (s.kind === 'touch' && mine.length > 0) {
+            // Another writer changes one of the device's rows: it leaves the own transaction.
+            await stack().query(`update contacts set phone = 'x' where id = $1`, [mine[seq % mine.length]])
+          } else if (s.kind === 'echo') {
+            await pushRuns(client, clientId, [{ seq: seq++, table: 'notes', action: 'create', id: `e${seq}`, data: { body: 'echo' }, baseVersion: null, hlc: stamp('nodeP') }])
+          } else if (s.kind === 'other') {
+            await pushRuns(client, randomUUID(), [{ ...createContact(1), hlc: stamp('nodeQ') }])
+          }
+          // A device pulls part way through as well, so cursors start inside the history.
+          if (i === split % steps.length) {
+            await settle(stack())
+            cursorAt = (await pullAll(client, ['contacts', 'notes'], null, 100)).cursor
+          }
+        }
+        await settle(stack())
+        for (const start of [null, cursorAt ?? null]) {
+          const got: Change[] = []
+          let cursor: Cursor = start
+          for (let calls = 0; ; calls++) {
+            expect(calls).toBeLessThan(500)
+            const { data, error } = await client.rpc('sync_pull', { p_tables: ['contacts', 'notes'], p_cursor: cursor, p_limit: limit, p_skip_node: 'nodeP' })
+            expect(error).toBeNull()
+            const p = data as { changes: Change[]; cursor: Cursor; hasMore: boolean }
+            expect(p.changes.length).toBeLessThanOrEqual(limit)
+            got.push(...p.changes)
+            cursor = p.cursor
+            if (!p.hasMore) break
+          }
+          const all = await pullAll(client, ['contacts', 'notes'], start, 100)
+          expect(got).toEqual(all.changes.filter((c) => !c.hlc?.endsWith(':nodeP')))
+          expect(cursor).toEqual(all.cursor)
+        }
+      }),
+      propertyParameters(12),
+    )
   })
 
   it('rejects unknown and non-syncable tables and malformed cursors', async () => {
