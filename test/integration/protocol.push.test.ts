@@ -572,6 +572,12 @@ describe('sync_push_runs', () => {
       expect(answer.error?.code).toBe('22023')
       expect(answer.error?.message).toMatch(/after must be null or a seq/)
     }
+    // So is a node that is not a clock node id.
+    for (const node of [5, '', 'a:b', 'sp ace', 'x'.repeat(129), ['n']]) {
+      const answer = await rawRuns(client, { ...encodePushBody(clientId, [createContact(30)]), node })
+      expect(answer.error?.code).toBe('22023')
+      expect(answer.error?.message).toMatch(/node must be null or a clock node id/)
+    }
     expect(await count()).toBe(6)
   })
 

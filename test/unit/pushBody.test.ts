@@ -74,6 +74,20 @@ describe('encodePushBody', () => {
     const extra = { seq: 1, table: 't', action: 'create', id: 'a', data: { x: 1 }, baseVersion: null, localNote: 'secret' } as Mutation
     expect(JSON.stringify(encodePushBody('c', [extra]))).not.toContain('secret')
   })
+
+  it('names the clock node only when every stamp of the batch is a well-formed stamp of that one node', () => {
+    const at = (seq: number, hlc?: string): Mutation => ({ seq, table: 't', action: 'update', id: `r${seq}`, data: { x: seq }, baseVersion: 1, ...(hlc === undefined ? {} : { hlc }) })
+    const stamp = (node: string, wall = 1_700_000_000_000) => `${String(wall).padStart(15, '0')}:00003:${node}`
+    expect(encodePushBody('c', [at(1, stamp('dev-1')), at(2, stamp('dev-1', 1_700_000_000_001))]).node).toBe('dev-1')
+    expect(encodePushBody('c', [at(1, stamp('dev-1')), at(2, stamp('dev-2'))]).node).toBeUndefined()
+    // A node that ends another's (dev-1 / v-1) is another node.
+    expect(encodePushBody('c', [at(1, stamp('dev-1')), at(2, stamp('v-1'))]).node).toBeUndefined()
+    expect(encodePushBody('c', [at(1, stamp('v-1')), at(2, stamp('dev-1'))]).node).toBeUndefined()
+    expect(encodePushBody('c', [at(1, stamp('dev-1')), at(2)]).node).toBeUndefined()
+    expect(encodePushBody('c', [at(1, 'not a stamp at all, no')]).node).toBeUndefined()
+    expect(encodePushBody('c', [at(1, stamp('bad node'))]).node).toBeUndefined()
+    expect(encodePushBody('c', []).node).toBeUndefined()
+  })
 })
 
 function expectApplied(outcome: MutationOutcome | undefined): Extract<MutationOutcome, { status: 'applied' }> {
