@@ -746,8 +746,8 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         if ('hlc' in outcome && outcome.hlc) clock.receive(outcome.hlc)
         if (outcome.status === 'applied') {
           counts.applied++
-          // The record's items after this one (it is still queued until the slice's ack).
-          const remaining = queue.pendingFor(c.table, key).filter((x) => x.seq !== item.seq)
+          // How many items the record has after this one (it is still queued until the slice's ack).
+          const remaining = queue.pendingCount(c.table, key) - (queue.get(item.seq) ? 1 : 0)
           let storedKey = key
           if (c.idMode === 'server' && item.action === 'create' && outcome.row && item.remoteId === null) {
             const remoteId = String(outcome.row[c.primaryKey])
@@ -766,17 +766,18 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
           // A write re-sent after its answer was lost is answered with the version it produced
           // then; the record may already hold a later one, pulled meanwhile: keep that one.
           if (rec.version !== null && outcome.version < rec.version) {
-            if (remaining.length === 0 && rec.deleted) tx.add(table.remove(key))
-            else if (remaining.length === 0 && rec.state === 'pending') tx.add(table.put(key, { ...rec, state: 'synced' }))
+            if (remaining === 0 && rec.deleted) tx.add(table.remove(key))
+            else if (remaining === 0 && rec.state === 'pending') tx.add(table.put(key, { ...rec, state: 'synced' }))
             touch(c.name, key)
             continue
           }
-          if (item.action === 'delete' && remaining.length === 0) {
+          if (item.action === 'delete' && remaining === 0) {
             tx.add(table.remove(storedKey))
             continue
           }
-          const serverRow = outcome.row ? stripLocalOnly(outcome.row, c.localOnly) : rec.base
-          const done = remaining.length === 0 && rec.state !== 'conflict'
+          // (The decoded row is this outcome's own: with no local-only fields it is kept as it is.)
+          const serverRow = outcome.row ? (c.localOnly.length > 0 ? stripLocalOnly(outcome.row, c.localOnly) : outcome.row) : rec.base
+          const done = remaining === 0 && rec.state !== 'conflict'
           const data = done && outcome.row ? withLocalOnly(outcome.row, rec.data, c.localOnly) : storedKey !== key ? { ...rec.data, [c.primaryKey]: outcome.row![c.primaryKey] } : rec.data
           tx.add(table.put(storedKey, { data, base: serverRow, version: outcome.version, deleted: rec.deleted, hlc: rec.hlc, state: done ? 'synced' : rec.state === 'failed' ? 'failed' : rec.state }))
           touch(c.name, storedKey)

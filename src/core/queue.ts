@@ -235,6 +235,8 @@ export interface Queue {
   get(seq: number): QueueItem | undefined
   /** The record's queued items, in order. */
   pendingFor(entityType: string, recordId: string): QueueItem[]
+  /** How many items the record has queued (`pendingFor(...).length`, without building the list). */
+  pendingCount(entityType: string, recordId: string): number
   counts(): QueueCounts
   /**
    * Discard queued items that were never sent (with `includeSent`, all of them). Sent items are
@@ -846,6 +848,10 @@ export function createQueue(options: QueueOptions): Queue {
 
     pendingFor(entityType, recordId) {
       return itemsOf(state.chains.get(chainKey(entityType, recordId))?.seqs ?? [])
+    },
+
+    pendingCount(entityType, recordId) {
+      return state.chains.get(chainKey(entityType, recordId))?.seqs.length ?? 0
     },
 
     counts() {

@@ -77,7 +77,9 @@ class Harness {
     for (const [key, seqs] of byRecord) {
       const [table, id] = key.split('/') as [string, string]
       expect(this.queue.pendingFor(table, id).map((i) => i.seq)).toEqual(seqs)
+      expect(this.queue.pendingCount(table, id)).toBe(seqs.length)
     }
+    expect(this.queue.pendingCount('contacts', 'never-queued')).toBe(0)
   }
 }
 
