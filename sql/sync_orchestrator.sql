@@ -1312,6 +1312,19 @@ begin
 end
 $$;
 
+-- Where a table's rows resume after a pull cursor (x, t, i), as a condition on its rows `t` with
+-- the cursor's xid as $1 and its key as $2: rows of tables before t from the next transaction on,
+-- of t past the key, of tables after t from x on. p_ct null: no cursor, every row.
+create or replace function sync.after_cursor(p_info sync.tables, p_ct text) returns text
+  language sql immutable
+  set search_path = ''
+as $$
+  select case when p_ct is null then 'true'
+              when p_info.table_name collate "C" < p_ct collate "C" then 't._xid > $1'
+              when p_info.table_name = p_ct then pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', p_info.pk_column, p_info.pk_type)
+              else 't._xid >= $1' end
+$$;
+
 -- Whether pull position (x1, t1, i1) precedes (x2, t2, i2). Keys of one table compare in their
 -- own type (p_info is the table of t2), as the pull orders them.
 create or replace function sync.key_lt(p_info sync.tables, x1 xid8, t1 text, i1 text, x2 xid8, t2 text, i2 text)
@@ -1443,10 +1456,7 @@ begin
       v_info := sync.table_info(v_name);
       v_probe := v_probe || pg_catalog.format(
         'exists (select from %I.%I t where %s and t._xid < $3)', v_info.table_schema, v_info.table_name,
-        case when v_cursor is null then 'true'
-             when v_info.table_name collate "C" < v_ct collate "C" then 't._xid > $1'
-             when v_info.table_name = v_ct then pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type)
-             else 't._xid >= $1' end);
+        sync.after_cursor(v_info, v_ct));
     end loop;
     v_gap := null;
     if v_cx is null or v_cx < v_skips[1] then
@@ -1479,11 +1489,7 @@ begin
         v_probe := v_probe || pg_catalog.format(
           '(select t._xid as x, %L::text collate "C" as tbl, t.%I::text as id from %I.%I t where %s and t._xid <= $3 order by t._xid desc, t.%I desc limit 1)',
           v_info.table_name, v_info.pk_column, v_info.table_schema, v_info.table_name,
-          case when v_cursor is null then 'true'
-               when v_info.table_name collate "C" < v_ct collate "C" then 't._xid > $1'
-               when v_info.table_name = v_ct then pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type)
-               else 't._xid >= $1' end,
-          v_info.pk_column);
+          sync.after_cursor(v_info, v_ct), v_info.pk_column);
       end loop;
       execute 'select u.x::text, u.tbl::text, u.id from (' || pg_catalog.array_to_string(v_probe, ' union all ')
               || ') u order by u.x desc, u.tbl desc limit 1'
@@ -1503,17 +1509,7 @@ begin
     foreach v_name in array v_tables loop
       v_info := sync.table_info(v_name);
       -- Where this table's rows resume relative to the cursor (x, t, i).
-      if v_past then
-        v_pred := 't._xid > $1';
-      elsif v_cursor is null then
-        v_pred := 'true';
-      elsif v_info.table_name collate "C" < v_ct collate "C" then
-        v_pred := 't._xid > $1';
-      elsif v_info.table_name = v_ct then
-        v_pred := pg_catalog.format('(t._xid, t.%I) > ($1, cast($2 as %s))', v_info.pk_column, v_info.pk_type);
-      else
-        v_pred := 't._xid >= $1';
-      end if;
+      v_pred := case when v_past then 't._xid > $1' else sync.after_cursor(v_info, v_ct) end;
       if v_forward then
         -- The rows by key alone, and whether each is left out (see v_window).
         v_runs := v_runs || pg_catalog.format(
