@@ -418,9 +418,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       const rec = table.get(key)
       if (!rec || rec.deleted) return
       const hlc = clock.tick()
-      const before = queue.pendingFor(c.table, key).length
+      const before = queue.pendingCount(c.table, key)
       enqueue(tx, c, key, 'delete', null, hlc)
-      const after = queue.pendingFor(c.table, key).length
+      const after = queue.pendingCount(c.table, key)
       if (rec.version === null && after === 0 && before > 0) {
         // create + delete before push: nothing reaches the server; forget the record.
         tx.add(table.remove(key))
@@ -535,7 +535,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     const action = remote.version === null ? 'create' : 'update'
     const payload = action === 'create' ? row : diff(stripLocalOnly(result.row, c.localOnly), remoteGone ? null : remoteRow)
     if (action === 'create' || Object.keys(payload).length > 0 || remote.deleted) enqueue(tx, c, key, action, action === 'create' ? row : withPk(payload, c, key), hlc)
-    const pendingNow = queue.pendingFor(c.table, key).length
+    const pendingNow = queue.pendingCount(c.table, key)
     tx.add(table.put(key, { data: row, base, version: remote.version, deleted: false, hlc, state: pendingNow ? 'pending' : 'synced' }))
   }
 
@@ -1140,7 +1140,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       for (const c of o.collections.values()) {
         const table = tableOf(c.name)
         for (const [key, rec] of table.records) {
-          if (rec.state === 'synced' || rec.state === 'conflict' || queue.pendingFor(c.table, key).length > 0) continue
+          if (rec.state === 'synced' || rec.state === 'conflict' || queue.pendingCount(c.table, key) > 0) continue
           const hlc = clock.tick()
           if (rec.deleted) {
             if (rec.version === null) tx.add(table.remove(key))
