@@ -693,33 +693,47 @@ begin
     if p_info.server_ids then
       raise exception 'apply_run: creates with server-assigned keys are applied one by one';
     end if;
-    -- Insert what is new. A row that exists already (committed, or by a concurrent transaction that
-    -- then commits) is skipped and looked up: visible, it is a conflict; invisible (another user's),
-    -- the run is incomplete and its mutations go one by one, which rejects that one (23505). Any
-    -- other rejected row fails the insert: the caller then finds out which, one by one.
-    execute pg_catalog.format(
-      $q$with s as (select s.*, %4$s as "sync.key" from %1$s),
-              ins as (insert into %2$s as t (%5$s %3$I, _hlc)
-                      select %6$s s."sync.key", s."sync.hlc" from s order by s.ordinality
-                      on conflict (%3$I) do nothing
-                      returning t.*),
-              cur as (select s.ordinality as "sync.n", c.*
-                        from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key" limit 1) c
-                       where not exists (select 1 from ins where ins.%3$I = s."sync.key"))%13$s
-         select pg_catalog.array_agg(case when i.%3$I is not null then %8$s else %7$s end order by s.ordinality)
-                  filter (where not %11$s),
-                pg_catalog.array_agg(s."sync.seq" order by s.ordinality) filter (where not %11$s),
-                pg_catalog.bool_and(c."sync.n" is not null or i.%3$I is not null), %12$s
-           from s left join ins i on i.%3$I = s."sync.key" left join cur c on c."sync.n" = s.ordinality
-           %9$s %10$s$q$,
-      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
-      (select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
-      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
-      pg_catalog.format(c_conflict, 'c', '"sync.rc"'), pg_catalog.format(c_applied, v_w, '"sync.rw"'),
-      v_public,
-      pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
-      v_grouped, v_group, v_alike)
-      into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data;
+    -- Insert every row. Usually none exists yet, and a plain insert is the cheapest: no arbiter
+    -- probe before each row. If one does (a unique violation), the statement runs again with
+    -- `on conflict do nothing`: a row that exists already (committed, or by a concurrent
+    -- transaction that then commits) is skipped and looked up: visible, it is a conflict; invisible
+    -- (another user's), the run is incomplete and its mutations go one by one, which rejects that
+    -- one (23505). Any other rejected row fails the insert: the caller then finds out which, one
+    -- by one.
+    for v_try in 0 .. 1 loop
+      begin
+        execute pg_catalog.format(
+          $q$with s as (select s.*, %4$s as "sync.key" from %1$s),
+                  ins as (insert into %2$s as t (%5$s %3$I, _hlc)
+                          select %6$s s."sync.key", s."sync.hlc" from s order by s.ordinality
+                          %14$s
+                          returning t.*),
+                  cur as (select s.ordinality as "sync.n", c.*
+                            from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key" limit 1) c
+                           where %15$s and not exists (select 1 from ins where ins.%3$I = s."sync.key"))%13$s
+             select pg_catalog.array_agg(case when i.%3$I is not null then %8$s else %7$s end order by s.ordinality)
+                      filter (where not %11$s),
+                    pg_catalog.array_agg(s."sync.seq" order by s.ordinality) filter (where not %11$s),
+                    pg_catalog.bool_and(c."sync.n" is not null or i.%3$I is not null), %12$s
+               from s left join ins i on i.%3$I = s."sync.key" left join cur c on c."sync.n" = s.ordinality
+               %9$s %10$s$q$,
+          pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
+          (select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
+          (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
+          pg_catalog.format(c_conflict, 'c', '"sync.rc"'), pg_catalog.format(c_applied, v_w, '"sync.rw"'),
+          v_public,
+          pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
+          v_grouped, v_group, v_alike,
+          case when v_try = 1 then pg_catalog.format('on conflict (%I) do nothing', p_info.pk_column) else '' end,
+          case when v_try = 1 then 'true' else 'false' end)
+          into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data;
+        exit;
+      exception when unique_violation then
+        if v_try = 1 then
+          raise;
+        end if;
+      end;
+    end loop;
   else
     -- Lock the visible rows (RLS update policies apply to FOR UPDATE), as apply_mutation does.
     execute pg_catalog.format(

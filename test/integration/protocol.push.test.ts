@@ -176,6 +176,29 @@ describe.each(FORMATS)('$name', ({ push }) => {
     expect(expectStatus(onTombstone, 'conflict')).toMatchObject({ version: 2, deleted: true, row: { name: 'first' } })
   })
 
+  it("answers the creates of a run whose ids exist (its own row, another user's) and applies the rest", async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const own = randomUUID()
+    const foreign = randomUUID()
+    await push(client, clientId, [createContact(1, { name: 'own' }, own)])
+    await stack().query('insert into contacts (id, name, user_id) values ($1, $2, $3)', [foreign, 'foreign', newUser()])
+    const fresh = [randomUUID(), randomUUID(), randomUUID()]
+    const outcomes = await push(client, clientId, [
+      createContact(2, { name: 'n1' }, fresh[0]),
+      createContact(3, { name: 'again' }, own),
+      createContact(4, { name: 'n2' }, fresh[1]),
+      createContact(5, { name: 'taken' }, foreign),
+      createContact(6, { name: 'n3' }, fresh[2]),
+    ])
+    expect(outcomes.map((x) => x.status)).toEqual(['applied', 'conflict', 'applied', 'rejected', 'applied'])
+    expect(expectStatus(outcomes[1], 'conflict')).toMatchObject({ version: 1, row: { name: 'own' } })
+    expect(expectStatus(outcomes[3], 'rejected').code).toBe('23505')
+    const rows = await stack().query<{ id: string; name: string }>('select id, name from contacts where id = any($1) order by name', [[...fresh, own, foreign]])
+    expect(rows.map((r) => r.name)).toEqual(['foreign', 'n1', 'n2', 'n3', 'own'])
+  })
+
   it('rejects a NOT NULL or CHECK violation with its SQLSTATE and applies the rest of the batch', async () => {
     const user = newUser()
     const client = stack().createClient(user)
