@@ -42,6 +42,7 @@ import type {
 } from './types.js'
 import { createMutex } from './mutex.js'
 import { runTransaction, type Transaction } from './transaction.js'
+import { RecordMap } from './recordMap.js'
 import { RecordTable, loadRecordEntry, type DamagedEntry, type RecordEnvelope } from './records.js'
 import { randomUuid } from './ids.js'
 import { checksumOf } from './checksum.js'
@@ -107,8 +108,6 @@ interface Picked {
   mutations: Mutation[]
   /** Every item was sent for the first time (so a stored seq of it means the batch was applied). */
   fresh: boolean
-  /** The batch's records (`table\u0000id`). */
-  records: string[]
 }
 
 /** A batch whose request has been sent. */
@@ -546,15 +545,14 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
    * on from where the slice before stopped (`read`, updated). A record whose items moved to a
    * higher priority class meanwhile is passed over whole and waits for the next batch.
    */
-  function pickSlice(highPriorityOnly: boolean, seen: Set<string>, want: number, read: { last?: DeliveryPosition }): QueueItem[] {
+  function pickSlice(highPriorityOnly: boolean, seen: RecordMap<true>, want: number, read: { last?: DeliveryPosition }): QueueItem[] {
     const slice: QueueItem[] = []
     // The items up to `read.last` were read by the slices before: each was chosen or passed over.
     let last: QueueItem | undefined
     queue.scanInDeliveryOrder((item) => {
       last = item
-      const k = `${item.entityType}\u0000${item.recordId}`
-      if (seen.has(k)) return
-      seen.add(k)
+      if (seen.has(item.entityType, item.recordId)) return
+      seen.set(item.entityType, item.recordId, true)
       const c = byTable.get(item.entityType)
       // A record waiting for a person is held back until the conflict is resolved.
       if (c && tableOf(c.name).get(item.recordId)?.state === 'conflict') return
@@ -588,8 +586,8 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   async function pickBatch(signal: AbortSignal, highPriorityOnly: boolean, ahead: Flight | null, size: number): Promise<Picked | null> {
     // The records of a batch still on the wire wait for its answer: their next item needs the
     // version it produces.
-    const seen = new Set<string>(ahead?.records)
-    const skip = seen.size
+    const seen = new RecordMap<true>()
+    for (const item of ahead?.batch ?? []) seen.set(item.entityType, item.recordId, true)
     const read: { last?: DeliveryPosition } = {}
     const batch: QueueItem[] = []
     const mutations: Mutation[] = []
@@ -621,7 +619,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       }
       if (slice.length < want) break
     }
-    return batch.length === 0 ? null : { batch, mutations, fresh, records: [...seen].slice(skip) }
+    return batch.length === 0 ? null : { batch, mutations, fresh }
   }
 
   /**

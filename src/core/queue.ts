@@ -40,6 +40,7 @@ import {
   type QueueItem,
 } from './queueItem.js'
 import { SortedNumberSet, insertSorted, removeSorted } from './sortedNumberSet.js'
+import { RecordMap } from './recordMap.js'
 
 export type { FailedItem, QueueError, QueueItem } from './queueItem.js'
 
@@ -269,7 +270,7 @@ interface Chain {
 
 interface State {
   items: Map<number, QueueItem>
-  chains: Map<string, Chain>
+  chains: RecordMap<Chain>
   /** Seqs of queued items per effective rank of their record, in seq order. */
   classes: [SortedNumberSet, SortedNumberSet, SortedNumberSet]
   counts: { creates: number; updates: number; deletes: number }
@@ -317,7 +318,7 @@ function resolveOptions(options: QueueOptions): Resolved {
 function emptyState(): State {
   return {
     items: new Map(),
-    chains: new Map(),
+    chains: new RecordMap(),
     classes: [new SortedNumberSet(), new SortedNumberSet(), new SortedNumberSet()],
     counts: { creates: 0, updates: 0, deletes: 0 },
     failed: new Map(),
@@ -357,11 +358,10 @@ function rerank(s: State, chain: Chain): void {
 }
 
 function attach(s: State, item: QueueItem): void {
-  const key = keyOf(item)
-  let chain = s.chains.get(key)
+  let chain = s.chains.get(item.entityType, item.recordId)
   if (!chain) {
     chain = { seqs: [], prio: [0, 0, 0], rank: RANK[item.priority] }
-    s.chains.set(key, chain)
+    s.chains.set(item.entityType, item.recordId, chain)
   }
   chain.prio[RANK[item.priority]]++
   rerank(s, chain)
@@ -374,21 +374,20 @@ function attach(s: State, item: QueueItem): void {
 function detach(s: State, seq: number): void {
   const item = s.items.get(seq)
   if (!item) return
-  const key = keyOf(item)
-  const chain = s.chains.get(key)!
+  const chain = s.chains.get(item.entityType, item.recordId)!
   s.items.delete(seq)
   removeSorted(chain.seqs, seq)
   s.classes[chain.rank].delete(seq)
   chain.prio[RANK[item.priority]]--
   countAction(s, item.action, -1)
-  if (chain.seqs.length === 0) s.chains.delete(key)
+  if (chain.seqs.length === 0) s.chains.delete(item.entityType, item.recordId)
   else rerank(s, chain)
 }
 
 function put(s: State, item: QueueItem): void {
   const old = s.items.get(item.seq)
   if (!old) return attach(s, item)
-  if (keyOf(old) !== keyOf(item)) {
+  if (old.entityType !== item.entityType || old.recordId !== item.recordId) {
     detach(s, item.seq)
     return attach(s, item)
   }
@@ -398,7 +397,7 @@ function put(s: State, item: QueueItem): void {
     countAction(s, item.action, 1)
   }
   if (old.priority !== item.priority) {
-    const chain = s.chains.get(keyOf(item))!
+    const chain = s.chains.get(item.entityType, item.recordId)!
     chain.prio[RANK[old.priority]]--
     chain.prio[RANK[item.priority]]++
     rerank(s, chain)
@@ -603,7 +602,7 @@ export function createQueue(options: QueueOptions): Queue {
 
   function deliveryPosition(seq: number): DeliveryPosition | undefined {
     const item = state.items.get(seq)
-    return item && { rank: state.chains.get(keyOf(item))!.rank, seq }
+    return item && { rank: state.chains.get(item.entityType, item.recordId)!.rank, seq }
   }
 
   function nextBatch({ limit, minPriority }: NextBatchOptions): QueueItem[] {
@@ -689,7 +688,7 @@ export function createQueue(options: QueueOptions): Queue {
       checkInput(input)
       const priority = input.priority ?? 'normal'
       const remoteId = input.remoteId ?? null
-      const chain = state.chains.get(chainKey(input.entityType, input.recordId))
+      const chain = state.chains.get(input.entityType, input.recordId)
       const lastSeq = chain?.seqs[chain.seqs.length - 1]
       const last = lastSeq === undefined ? undefined : state.items.get(lastSeq)
       if (last && !last.sent) {
@@ -787,7 +786,7 @@ export function createQueue(options: QueueOptions): Queue {
 
     rebase(entityType, recordId, baseVersion) {
       requireLoaded()
-      const chain = state.chains.get(chainKey(entityType, recordId))
+      const chain = state.chains.get(entityType, recordId)
       const changes: Change[] = []
       for (const item of itemsOf(chain?.seqs ?? [])) {
         if (item.sent || item.action === 'create' || item.baseVersion === baseVersion) continue
@@ -800,7 +799,7 @@ export function createQueue(options: QueueOptions): Queue {
       requireLoaded()
       const key = chainKey(entityType, localId)
       const changes: Change[] = []
-      for (const item of itemsOf(state.chains.get(key)?.seqs ?? [])) {
+      for (const item of itemsOf(state.chains.get(entityType, localId)?.seqs ?? [])) {
         changes.push({ type: 'put', item: freezeItem({ ...item, recordId: remoteId, remoteId }) })
       }
       for (const seq of [...(state.failedByRecord.get(key) ?? [])].sort((a, b) => a - b)) {
@@ -847,11 +846,11 @@ export function createQueue(options: QueueOptions): Queue {
     },
 
     pendingFor(entityType, recordId) {
-      return itemsOf(state.chains.get(chainKey(entityType, recordId))?.seqs ?? [])
+      return itemsOf(state.chains.get(entityType, recordId)?.seqs ?? [])
     },
 
     pendingCount(entityType, recordId) {
-      return state.chains.get(chainKey(entityType, recordId))?.seqs.length ?? 0
+      return state.chains.get(entityType, recordId)?.seqs.length ?? 0
     },
 
     counts() {
