@@ -227,6 +227,30 @@ function sameValue(value: unknown): () => unknown {
   return () => JSON.parse(text) as unknown
 }
 
+/** The outcome of member `k` of an applied group: its partial row completed with what `mutation` sent. */
+function memberOutcome({ group, columns, same, k }: Extract<Answer, { group: AppliedGroup }>, mutation: Mutation): MutationOutcome {
+  const row = sentColumns(mutation.data)
+  for (const [column, values] of columns) row[column] = values[k]
+  for (const [column, value] of same) row[column] = value()
+  const version = typeof group.version === 'number' ? group.version : group.version[k]!
+  return { seq: mutation.seq, status: 'applied', row, version, hlc: group.hlc == null ? (mutation.hlc ?? null) : group.hlc[k]! }
+}
+
+/**
+ * The outcomes of a batch answered by one applied group whose seqs are the mutations' own, in
+ * their order and increasing; undefined for any other group (the general path decides).
+ */
+function inOrderGroup(element: object, mutations: readonly Mutation[]): MutationOutcome[] | undefined {
+  const group = decode(appliedGroupSchema, element, 'push (element 0)')
+  if (group.seqs.length !== mutations.length) return undefined
+  for (let k = 0; k < mutations.length; k++) {
+    if (group.seqs[k] !== mutations[k]!.seq || (k > 0 && mutations[k]!.seq <= mutations[k - 1]!.seq)) return undefined
+  }
+  const columns = Object.entries(group.row)
+  const same = Object.entries(group.same ?? {}).map(([column, value]): [string, () => unknown] => [column, sameValue(value)])
+  return mutations.map((mutation, k) => memberOutcome({ group, columns, same, k }, mutation))
+}
+
 /**
  * Decodes a push answer: an outcome per distinct seq of the batch, given one by one or as applied
  * groups (in any order), into exactly one outcome per mutation, in the mutations' order. A
@@ -240,6 +264,11 @@ export function decodePushAnswer(data: unknown, mutations: readonly Mutation[], 
     // Only a batch that named a predecessor can be deferred.
     if (after === undefined) throw malformed('push', 'deferred a batch that named no predecessor')
     return mutations.map((mutation) => ({ seq: mutation.seq, status: 'deferred' }))
+  }
+  // The usual answer to a fresh batch: one group of every mutation, in the batch's order.
+  if (elements.length === 1 && typeof elements[0] === 'object' && elements[0] !== null && 'seqs' in elements[0]) {
+    const whole = inOrderGroup(elements[0], mutations)
+    if (whole) return whole
   }
   const bySeq = new Map<number, Answer>()
   const answer = (seq: number, value: Answer): void => {
@@ -271,12 +300,7 @@ export function decodePushAnswer(data: unknown, mutations: readonly Mutation[], 
     if (found === undefined) throw malformed('push', `no outcome for seq ${mutation.seq}`)
     let outcome: MutationOutcome
     if ('group' in found) {
-      const { group, columns, same, k } = found
-      const row = sentColumns(mutation.data)
-      for (const [column, values] of columns) row[column] = values[k]
-      for (const [column, value] of same) row[column] = value()
-      const version = typeof group.version === 'number' ? group.version : group.version[k]!
-      outcome = { seq: mutation.seq, status: 'applied', row, version, hlc: group.hlc == null ? (mutation.hlc ?? null) : group.hlc[k]! }
+      outcome = memberOutcome(found, mutation)
     } else if (found.status === 'applied' && found.partial !== undefined) {
       if (found.row === null) throw malformed('push', `outcome of seq ${mutation.seq} is partial without a row`)
       const { partial: _partial, hlc, ...rest } = found

@@ -207,6 +207,32 @@ describe('decodePushAnswer with applied groups', () => {
     )
   })
 
+  it('decodes one group of the whole batch alike whether its seqs come in the batch order or not', () => {
+    fc.assert(
+      fc.property(fc.array(fc.record({ name: fc.string({ maxLength: 3 }), version: fc.nat({ max: 9 }) }), { minLength: 1, maxLength: 20 }), fc.nat(), (rows, rotate) => {
+        const mutations = rows.map(({ name }, i): Mutation => ({ seq: 5 + 2 * i, table: 't', action: 'create', id: `r${i}`, data: { name }, baseVersion: null, hlc: `h${i}` }))
+        const expected = rows.map(({ name, version }, i) => ({ seq: 5 + 2 * i, status: 'applied', row: { name, id: `r${i}`, owner: 'u' }, version, hlc: `h${i}` }))
+        const group = (order: number[]) => ({
+          seqs: order.map((i) => mutations[i]!.seq),
+          status: 'applied',
+          partial: true,
+          version: order.map((i) => rows[i]!.version),
+          row: { id: order.map((i) => `r${i}`) },
+          same: { owner: 'u' },
+        })
+        const inOrder = rows.map((_, i) => i)
+        const shift = rotate % rows.length
+        const rotated = [...inOrder.slice(shift), ...inOrder.slice(0, shift)]
+        expect(decodePushAnswer([group(inOrder)], mutations)).toEqual(expected)
+        expect(decodePushAnswer([group(rotated)], mutations)).toEqual(expected)
+        // A group of one seq fewer, or of a seq out of the batch, is refused either way.
+        if (rows.length > 1) expect(() => decodePushAnswer([group(inOrder.slice(1))], mutations)).toThrow(SyncError)
+        expect(() => decodePushAnswer([{ ...group(inOrder), seqs: group(inOrder).seqs.map((s, k) => (k === 0 ? s + 1 : s)) }], mutations)).toThrow(SyncError)
+      }),
+      { seed, numRuns: 200 },
+    )
+  })
+
   it('completes a partial outcome without a stamp with the one sent, and copies a value given once for each row', () => {
     const m = (seq: number): Mutation => ({ seq, table: 't', action: 'create', id: `r${seq}`, data: { name: `n${seq}` }, baseVersion: null, hlc: `h${seq}` })
     const answer = [
