@@ -169,7 +169,8 @@ export interface PushBody {
 export function encodePushBody(clientId: string, mutations: readonly Mutation[], after?: number): PushBody {
   const runs: PushRun[] = []
   let run: PushRun | undefined
-  let runKey = ''
+  // The data of the current run's first mutation: the run's data keys.
+  let runData: Row | undefined
   // The stamps' node (after the second ':'), while every stamp has the same one.
   let node: string | undefined
   let oneNode = mutations.length > 0
@@ -179,12 +180,11 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[],
       else if (node === undefined) node = hlc.slice(22)
       else if (!hlc.endsWith(node) || hlc.length !== 22 + node.length) oneNode = false
     }
-    const key = action === 'delete' ? `${table}\u0000delete` : `${table}\u0000${action}\u0000${data ? Object.keys(data).sort().join('\u0000') : '\u0001'}`
-    if (run === undefined || key !== runKey) {
+    if (run === undefined || run.table !== table || run.action !== action || (action !== 'delete' && !sameKeys(runData, data))) {
       run = { table, action, seq: [], id: [], base: [], hlc: [] }
       if (action !== 'delete') run.data = []
       runs.push(run)
-      runKey = key
+      runData = data
     }
     run.seq.push(seq)
     run.id.push(id)
@@ -196,6 +196,19 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[],
   if (after !== undefined) body.after = after
   if (oneNode && node !== undefined && isValidHlcNodeId(node)) body.node = node
   return body
+}
+
+/** Whether two mutations' data have the same keys (no data at all being its own kind). */
+function sameKeys(a: Row | undefined, b: Row | undefined): boolean {
+  if (!a || !b) return !a && !b
+  let count = 0
+  for (const key in b) {
+    if (!Object.hasOwn(b, key)) continue
+    if (!Object.hasOwn(a, key)) return false
+    count++
+  }
+  for (const key in a) if (Object.hasOwn(a, key)) count--
+  return count === 0
 }
 
 const SYNC_COLUMNS = new Set(['_version', '_xid', '_deleted', '_hlc'])
@@ -230,8 +243,8 @@ function sameValue(value: unknown): () => unknown {
 /** The outcome of member `k` of an applied group: its partial row completed with what `mutation` sent. */
 function memberOutcome({ group, columns, same, k }: Extract<Answer, { group: AppliedGroup }>, mutation: Mutation): MutationOutcome {
   const row = sentColumns(mutation.data)
-  for (const [column, values] of columns) row[column] = values[k]
-  for (const [column, value] of same) row[column] = value()
+  for (let c = 0; c < columns.length; c++) row[columns[c]![0]] = columns[c]![1][k]
+  for (let c = 0; c < same.length; c++) row[same[c]![0]] = same[c]![1]()
   const version = typeof group.version === 'number' ? group.version : group.version[k]!
   return { seq: mutation.seq, status: 'applied', row, version, hlc: group.hlc == null ? (mutation.hlc ?? null) : group.hlc[k]! }
 }

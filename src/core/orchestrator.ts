@@ -741,7 +741,8 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         const table = tableOf(c.name)
         const key = item.recordId
         const rec = table.get(key)
-        if ('hlc' in outcome && outcome.hlc) clock.receive(outcome.hlc)
+        // (A write that kept the stamp it sent answers with that one: this clock issued it.)
+        if ('hlc' in outcome && outcome.hlc && outcome.hlc !== item.hlc) clock.receive(outcome.hlc)
         if (outcome.status === 'applied') {
           counts.applied++
           // How many items the record has after this one (it is still queued until the slice's ack).

@@ -122,6 +122,8 @@ export class RecordTable {
   }
 
   invalidate(): void {
+    // A filtered list is cached only beside the whole one: with none, there is nothing to drop.
+    if (this.listCache === null) return
     this.listCache = null
     this.filtered = new WeakMap()
   }

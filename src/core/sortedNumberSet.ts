@@ -156,6 +156,8 @@ export function insertSorted(xs: number[], value: number): void {
 export function removeSorted(xs: number[], value: number): boolean {
   const i = lowerBound(xs, value)
   if (xs[i] !== value) return false
-  xs.splice(i, 1)
+  // (pop allocates nothing; splice returns an array of what it removed)
+  if (i === xs.length - 1) xs.pop()
+  else xs.splice(i, 1)
   return true
 }
