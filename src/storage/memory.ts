@@ -14,7 +14,7 @@ export type MemoryStorageAdapter = InspectableStorage
 
 /**
  * An in-memory storage adapter. Values are deep-cloned on the way in and out, so callers can never
- * mutate stored state by accident. Nothing survives the process: use it for tests and ephemeral apps.
+ * mutate stored state by accident; a deeply frozen value, which nobody can mutate, is stored as it is. Nothing survives the process: use it for tests and ephemeral apps.
  *
  * Keys are kept in a sorted index, so `scan(prefix)` costs O(log n + matches), not O(n).
  * Plain objects, arrays and primitives are copied directly; anything else goes through
@@ -29,6 +29,30 @@ export type MemoryStorageAdapter = InspectableStorage
 function clone<T>(value: T): T {
   const copy = copyPlain(value, 0)
   return (copy === NOT_PLAIN ? structuredClone(value) : copy) as T
+}
+
+/**
+ * The value to store: a deeply frozen plain value (the queue freezes its items) cannot change, so it
+ * is kept as it is; anything else is copied. Reads still hand back copies.
+ */
+function toStore<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && Object.isFrozen(value) && deepFrozen(value, 0)) return value
+  return clone(value)
+}
+
+/** Whether `value` is a plain object or array, frozen, and so is every object inside it. */
+function deepFrozen(value: object, depth: number): boolean {
+  if (depth > MAX_DEPTH || !Object.isFrozen(value)) return false
+  if (!Array.isArray(value)) {
+    const proto = Object.getPrototypeOf(value)
+    if (proto !== Object.prototype && proto !== null) return false
+  }
+  for (const key in value) {
+    const v = (value as Record<string, unknown>)[key]
+    if (typeof v === 'function' || typeof v === 'symbol') return false
+    if (typeof v === 'object' && v !== null && !deepFrozen(v, depth + 1)) return false
+  }
+  return true
 }
 
 const NOT_PLAIN: unique symbol = Symbol('not plain')
@@ -93,7 +117,7 @@ export function createMemoryStorage(options: MemoryStorageOptions = {}): MemoryS
     async commit(ops: readonly StorageOp[]) {
       check()
       // Clone first so a value that cannot be cloned fails the whole commit before anything changes.
-      const prepared = ops.map((op) => (op.type === 'set' ? { ...op, value: clone(op.value) } : op))
+      const prepared = ops.map((op) => (op.type === 'set' ? { ...op, value: toStore(op.value) } : op))
       for (const op of prepared) {
         if (op.type === 'set') {
           if (!map.has(op.key)) order.insert(op.key)

@@ -83,6 +83,23 @@ describe('memory storage copies', () => {
     )
   })
 
+  it('keeps a deeply frozen value as it is, and copies one with anything unfrozen inside', async () => {
+    const store = createMemoryStorage()
+    const frozen = Object.freeze({ a: 1, tags: Object.freeze(['x']), nested: Object.freeze({ b: null }) })
+    const inner = { b: 2 }
+    const shallow = Object.freeze({ a: 1, inner })
+    await store.commit([{ type: 'set', key: 'frozen', value: frozen }, { type: 'set', key: 'shallow', value: shallow }])
+    // The reference kept cannot change; what a read hands back is a copy the caller may change.
+    const read = (await store.get('frozen')) as { tags: string[] }
+    expect(read).toStrictEqual({ a: 1, tags: ['x'], nested: { b: null } })
+    expect(Object.isFrozen(read)).toBe(false)
+    read.tags.push('y')
+    expect(await store.get('frozen')).toStrictEqual({ a: 1, tags: ['x'], nested: { b: null } })
+    // A frozen object holding an unfrozen one was copied when stored: a later change to it is not seen.
+    inner.b = 3
+    expect(await store.get('shallow')).toStrictEqual({ a: 1, inner: { b: 2 } })
+  })
+
   it('keeps an own "__proto__" key as a key, and non-JSON values as structuredClone does', async () => {
     const store = createMemoryStorage()
     const tricky = JSON.parse('{"__proto__": {"polluted": true}, "a": [1, {"b": 2}]}') as Record<string, unknown>
