@@ -459,6 +459,33 @@ function coalesce(last: QueueItem, next: LaterChange): QueueItem | 'cancel' | nu
   return null
 }
 
+/**
+ * `item` as sent now, with the base version it was sent with: built field by field in the order
+ * enqueue builds an item, so every item has one hidden class in V8. (A spread copy of a frozen item
+ * gets another one, and every optimized function that had seen items until then would be thrown
+ * away and compiled again: in a backlog, as its first batch is frozen.)
+ */
+function sentItem(item: QueueItem, now: number, baseVersion: number | null): QueueItem {
+  return {
+    id: item.id,
+    seq: item.seq,
+    action: item.action,
+    entityType: item.entityType,
+    recordId: item.recordId,
+    localId: item.localId,
+    remoteId: item.remoteId,
+    data: item.data,
+    baseVersion,
+    hlc: item.hlc,
+    timestamp: item.timestamp,
+    attempts: item.attempts + 1,
+    lastAttempt: now,
+    error: item.error,
+    priority: item.priority,
+    sent: true,
+  }
+}
+
 function freezeItem<T extends QueueItem>(item: T): T {
   if (item.data !== null) Object.freeze(item.data)
   if (item.error !== null) Object.freeze(item.error)
@@ -743,7 +770,7 @@ export function createQueue(options: QueueOptions): Queue {
         if (!item || seen.has(seq)) continue
         seen.add(seq)
         const frozenBase = item.sent || !options.baseVersions?.has(seq) ? item.baseVersion : (options.baseVersions.get(seq) ?? null)
-        const next = freezeItem({ ...item, sent: true, attempts: item.attempts + 1, lastAttempt: now, baseVersion: frozenBase })
+        const next = freezeItem(sentItem(item, now, frozenBase))
         changes.push({ type: 'put', item: next })
         items.push(next)
       }
@@ -897,3 +924,4 @@ export function createQueue(options: QueueOptions): Queue {
     },
   }
 }
+
