@@ -466,7 +466,8 @@ function coalesce(last: QueueItem, next: LaterChange): QueueItem | 'cancel' | nu
  * away and compiled again: in a backlog, as its first batch is frozen.)
  */
 function sentItem(item: QueueItem, now: number, baseVersion: number | null): QueueItem {
-  return {
+  // (Required: a field added to QueueItem, even an optional one, must be copied here too.)
+  const next: Required<QueueItem> = {
     id: item.id,
     seq: item.seq,
     action: item.action,
@@ -484,6 +485,7 @@ function sentItem(item: QueueItem, now: number, baseVersion: number | null): Que
     priority: item.priority,
     sent: true,
   }
+  return next
 }
 
 function freezeItem<T extends QueueItem>(item: T): T {
