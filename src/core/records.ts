@@ -68,7 +68,8 @@ export class RecordTable {
 
   /** Resolve a local id to the id the record is stored under. */
   resolve(id: string): string {
-    return this.aliases.get(id) ?? id
+    // (Only tables with server-assigned ids ever have aliases.)
+    return this.aliases.size === 0 ? id : (this.aliases.get(id) ?? id)
   }
 
   get(id: string): RecordEnvelope | undefined {

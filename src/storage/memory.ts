@@ -117,11 +117,12 @@ export function createMemoryStorage(options: MemoryStorageOptions = {}): MemoryS
     async commit(ops: readonly StorageOp[]) {
       check()
       // Clone first so a value that cannot be cloned fails the whole commit before anything changes.
-      const prepared = ops.map((op) => (op.type === 'set' ? { ...op, value: toStore(op.value) } : op))
-      for (const op of prepared) {
+      const values = ops.map((op) => (op.type === 'set' ? toStore(op.value) : undefined))
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]!
         if (op.type === 'set') {
           if (!map.has(op.key)) order.insert(op.key)
-          map.set(op.key, op.value)
+          map.set(op.key, values[i])
         } else if (map.delete(op.key)) {
           order.remove(op.key)
         }
