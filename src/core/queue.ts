@@ -926,4 +926,3 @@ export function createQueue(options: QueueOptions): Queue {
     },
   }
 }
-
