@@ -13,15 +13,13 @@
  * - Every state change runs inside the mutex, as one transaction (see `transaction.ts`): a local
  *   write and its queue item are stored together or not at all. No network wait happens inside.
  * - Never two sync runs at once (the scheduler guarantees it; `runSync` also guards).
- * - An item is marked `sent` (and its base version frozen) in storage before its request leaves, so
- *   it is never altered afterwards: the server may already have applied it under its seq.
- * - At most one item per record per batch, so each item's base version is the version the
- *   previous one produced.
+ * - The push loop (`push.ts`) freezes an item before its request leaves, and sends at most one item
+ *   per record per batch; its invariants are stated there.
  * - The pull cursor is stored in the same commit as the page it follows.
  * - Background failures become status, events and the logger; nothing here throws into app code
  *   except a local write whose local storage failed (the app must know its write did not happen).
  */
-import type { Backend, Change, Mutation, MutationOutcome, Row } from './protocol.js'
+import type { Backend, Change, Row } from './protocol.js'
 import type { Storage } from './storage.js'
 import type { Environment, Unsubscribe } from './env.js'
 import { createSilentLogger, type Logger } from './logger.js'
@@ -42,16 +40,17 @@ import type {
 } from './types.js'
 import { createMutex } from './mutex.js'
 import { runTransaction, type Transaction } from './transaction.js'
-import { RecordMap } from './recordMap.js'
 import { RecordTable, loadRecordEntry, type DamagedEntry, type RecordEnvelope } from './records.js'
 import { randomUuid } from './ids.js'
 import { checksumOf } from './checksum.js'
-import { createQueue, type DeliveryPosition, type Queue, type QueueItem } from './queue.js'
+import { createQueue, type Queue, type QueueItem } from './queue.js'
 import { resolveConflict, stripLocalOnly, withLocalOnly, type ConflictStrategy } from './conflict.js'
 import { createHlcClock, type HlcClock } from './hlc.js'
 import { createScheduler, type Scheduler, type SyncRunResult } from './scheduler.js'
 import { createDefaultEnvironment } from './defaultEnvironment.js'
 import { conflictSchema } from './conflictInbox.js'
+import { createPushLoop, type PushLoop, type RemoteState } from './push.js'
+import { APPLY_SLICE } from './slicing.js'
 
 /** Options after defaults. */
 interface Resolved {
@@ -68,7 +67,8 @@ interface Resolved {
   collections: Map<string, ResolvedCollection>
 }
 
-interface ResolvedCollection {
+/** A collection's configuration after defaults. */
+export interface ResolvedCollection {
   name: string
   table: string
   primaryKey: string
@@ -77,46 +77,6 @@ interface ResolvedCollection {
   conflict: ConflictStrategy
   localOnly: readonly string[]
 }
-
-/**
- * Answers are applied in slices of at most this many outcomes or changes, one transaction each,
- * with a turn for the host between slices: one slice costs a few milliseconds, so no batch or
- * page holds the event loop for a frame. A crash between slices is safe: an unapplied outcome's
- * item is still sent (the retry is answered from the server's record), and the pull cursor moves
- * only with a page's last slice (re-applying a change is a no-op).
- */
-const APPLY_SLICE = 100
-
-/**
- * A push batch is picked and frozen in slices of at most this many items, one transaction each,
- * with a turn for the host between them: freezing 1000 items in one transaction (and committing
- * them) held the event loop for ~18 ms.
- */
-const FREEZE_SLICE = 100
-
-/**
- * A push run's first batch holds at most this many mutations; each next one twice as many as the
- * one before, up to `batchSize`. A few changes go in one small request answered quickly; a backlog
- * soon goes in large ones (fewer requests, each with the server's fixed cost), while the first
- * request is on the wire after freezing one slice rather than a whole large batch.
- */
-const FIRST_BATCH = 200
-
-/** A picked and frozen batch. */
-interface Picked {
-  batch: QueueItem[]
-  mutations: Mutation[]
-  /** Every item was sent for the first time (so a stored seq of it means the batch was applied). */
-  fresh: boolean
-}
-
-/** A batch whose request has been sent. */
-interface Flight extends Picked {
-  answer: Promise<MutationOutcome[]>
-}
-
-/** An outcome the server answered for (not deferred). */
-type AnsweredOutcome = Exclude<MutationOutcome, { status: 'deferred' }>
 
 /** Defaults, in one place. */
 export const DEFAULTS = {
@@ -190,9 +150,6 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   const collectionListeners = new Map<string, Set<() => void>>()
   const runs: Array<{ ok: boolean; ms: number }> = []
   let clientId = options.clientId ?? ''
-  // Mutations per push request at most (see FIRST_BATCH): o.batchSize, halved for this instance
-  // each time the server answers a batch with 413 (too large).
-  let batchLimit = o.batchSize
   let clock!: HlcClock
   let cursor: string | null = null
   let resync: { seen: Set<string> } | null = null
@@ -453,13 +410,6 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   }
 
   // ── conflict resolution (shared by push and pull) ──────────────────────
-  interface RemoteState {
-    row: Row | null
-    version: number | null
-    deleted: boolean
-    hlc: string | null
-  }
-
   /**
    * Resolve a conflict between the record's local state and `remote`, inside `tx`. Unsent queued
    * items of the record are replaced by whatever the resolution needs to send; sent ones stay (the
@@ -539,267 +489,27 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   }
 
   // ── push ────────────────────────────────────────────────────────────────
-  /**
-   * The next items of a batch being built: up to `want` items, at most one per record (`seen`
-   * holds the records of the whole batch, and of the batch on the wire), in delivery order, read
-   * on from where the slice before stopped (`read`, updated). A record whose items moved to a
-   * higher priority class meanwhile is passed over whole and waits for the next batch.
-   */
-  function pickSlice(highPriorityOnly: boolean, seen: RecordMap<true>, want: number, read: { last?: DeliveryPosition }): QueueItem[] {
-    const slice: QueueItem[] = []
-    // The items up to `read.last` were read by the slices before: each was chosen or passed over.
-    let last: QueueItem | undefined
-    queue.scanInDeliveryOrder((item) => {
-      last = item
-      if (seen.has(item.entityType, item.recordId)) return
-      seen.set(item.entityType, item.recordId, true)
-      const c = byTable.get(item.entityType)
-      // A record waiting for a person is held back until the conflict is resolved.
-      if (c && tableOf(c.name).get(item.recordId)?.state === 'conflict') return
-      slice.push(item)
-      if (slice.length >= want) return false
-    }, highPriorityOnly ? 'high' : undefined, read.last)
-    if (last) read.last = queue.deliveryPosition(last.seq)
-    return slice
-  }
-
-  function toMutation(item: QueueItem, baseVersion: number | null): Mutation {
-    return {
-      seq: item.seq,
-      table: item.entityType,
-      action: item.action,
-      id: item.remoteId ?? item.recordId,
-      ...(item.data ? { data: item.data } : {}),
-      baseVersion,
-      hlc: item.hlc,
-    }
-  }
-
-  /**
-   * Picks and freezes the next batch, in slices of at most FREEZE_SLICE items with a turn for the
-   * host between them. Each slice is picked, frozen and read back inside one transaction, so no
-   * local write can fold into an item between the moment it is chosen and the moment its request
-   * is built; a write between slices lands in a new item, behind its record's frozen one (the
-   * batch holds at most one item per record). A crash between slices leaves the frozen items sent,
-   * to be sent again (exactly-once per seq).
-   */
-  async function pickBatch(signal: AbortSignal, highPriorityOnly: boolean, ahead: Flight | null, size: number): Promise<Picked | null> {
-    // The records of a batch still on the wire wait for its answer: their next item needs the
-    // version it produces.
-    const seen = new RecordMap<true>()
-    for (const item of ahead?.batch ?? []) seen.set(item.entityType, item.recordId, true)
-    const read: { last?: DeliveryPosition } = {}
-    const batch: QueueItem[] = []
-    const mutations: Mutation[] = []
-    let fresh = true
-    while (batch.length < size) {
-      if (batch.length > 0) {
-        await yieldToHost()
-        if (signal.aborted) throw new AbortError()
-      }
-      const want = Math.min(FREEZE_SLICE, size - batch.length)
-      const slice = await transact((tx) => {
-        const chosen = pickSlice(highPriorityOnly, seen, want, read)
-        if (chosen.length === 0) return null
-        if (chosen.some((item) => item.sent)) fresh = false
-        const bases = new Map<number, number | null>()
-        for (const item of chosen) {
-          const c = byTable.get(item.entityType)
-          const rec = c ? tableOf(c.name).get(item.recordId) : undefined
-          bases.set(item.seq, item.sent ? item.baseVersion : item.action === 'create' ? null : (rec?.version ?? item.baseVersion))
-        }
-        const plan = queue.markSent(chosen, { now: env.now(), baseVersions: bases })
-        tx.add(plan)
-        return plan.items
-      })
-      if (!slice) break
-      for (const item of slice) {
-        batch.push(item)
-        mutations.push(toMutation(item, item.baseVersion))
-      }
-      if (slice.length < want) break
-    }
-    return batch.length === 0 ? null : { batch, mutations, fresh }
-  }
-
-  /**
-   * Sends a picked batch; the request runs while the caller goes on. `after` names the batch before
-   * it, still on the wire: the server applies this one only once that one is applied.
-   */
-  function launch(picked: Picked, signal: AbortSignal, after: Flight | null): Flight {
-    const options = after ? { signal, after: after.mutations[0]!.seq } : { signal }
-    const answer = backend.push(clientId, picked.mutations, options)
-    // Settled by land(), or dropped after a failure (the items stay sent, and are sent again).
-    answer.catch(() => {})
-    return { ...picked, answer }
-  }
-
-  /**
-   * Applies a batch's answer; resolves to the number of its items answered (applied, conflicting or
-   * rejected). Items deferred by the server, or of a request too large for it, stay sent and lead
-   * the next batch.
-   */
-  async function land(flight: Flight): Promise<number> {
-    const { batch, mutations } = flight
-    let outcomes: MutationOutcome[]
-    try {
-      outcomes = await flight.answer
-    } catch (error) {
-      if (!(error instanceof SyncError) || error.kind !== 'too-large') throw error
-      if (batch.length > 1) {
-        // Smaller requests from now on; this batch's items, still sent, lead the next ones.
-        batchLimit = Math.max(1, Math.min(batchLimit, Math.floor(batch.length / 2)))
-        logger.warn('push request too large for the server; sending smaller batches', { from: batch.length, to: batchLimit })
-        return 0
-      }
-      // One mutation too large on its own: the server can never take it; it fails like a rejection.
-      outcomes = [{ seq: batch[0]!.seq, status: 'rejected', code: 'PAYLOAD_TOO_LARGE', message: error.message }]
-    }
-    if (outcomes.length !== mutations.length || outcomes.some((x, i) => x.seq !== mutations[i]!.seq)) {
-      throw new SyncError('server', `push answer does not match the batch (${outcomes.length} outcomes for ${mutations.length} mutations)`)
-    }
-    if (outcomes.some((x) => x.status === 'deferred')) {
-      if (outcomes.some((x) => x.status !== 'deferred')) throw new SyncError('server', 'push answer defers only part of the batch')
-      return 0
-    }
-    await applyOutcomes(batch, outcomes as AnsweredOutcome[])
-    await yieldToHost()
-    return batch.length
-  }
-
-  /**
-   * Pushes everything queued (or only high-priority records), batch after batch. The next batch is
-   * picked, frozen and sent while the previous one's request is on the wire (at most two at once);
-   * answers are applied in the order the batches were sent.
-   */
-  async function pushAll(signal: AbortSignal, highPriorityOnly: boolean): Promise<number> {
-    let pushed = 0
-    const total = queue.size
-    // The batch sent last, whose answer is not applied yet.
-    let ahead: Flight | null = null
-    // The next batch's size (see FIRST_BATCH); batchLimit may shrink meanwhile.
-    let size = FIRST_BATCH
-    try {
-      for (;;) {
-        if (signal.aborted) throw new AbortError()
-        // `after` can name only a batch all of whose items were new: otherwise land it first.
-        const picked = ahead?.fresh === false ? null : await pickBatch(signal, highPriorityOnly, ahead, Math.min(size, batchLimit))
-        if (!picked) {
-          if (!ahead) return pushed
-          const landing: Flight = ahead
-          ahead = null
-          pushed += await land(landing)
-          continue
-        }
-        progress = { phase: 'push', done: pushed, total }
-        refreshStatus()
-        const previous: Flight | null = ahead
-        ahead = launch(picked, signal, previous)
-        size *= 2
-        if (previous) pushed += await land(previous)
-      }
-    } finally {
-      // After a failure, a request still on the wire is left to finish: its items stay sent.
-      if (ahead) await ahead.answer.catch(() => {})
-    }
-  }
-
-  async function applyOutcomes(batch: QueueItem[], outcomes: AnsweredOutcome[]): Promise<void> {
-    const counts = { applied: 0, conflicts: 0, rejected: 0 }
-    for (let from = 0; from < batch.length; from += APPLY_SLICE) {
-      // A turn for the host first: decoding the answer took one already.
-      await yieldToHost()
-      await applyOutcomeSlice(batch, outcomes, from, Math.min(batch.length, from + APPLY_SLICE), counts)
-    }
-    emit({ type: 'pushed', ...counts })
-  }
-
-  /** Applies outcomes `from`..`to` (exclusive) of a batch in one transaction; the batch's records are distinct. */
-  async function applyOutcomeSlice(batch: QueueItem[], outcomes: AnsweredOutcome[], from: number, to: number, counts: { applied: number; conflicts: number; rejected: number }): Promise<void> {
-    // Listeners hear once per collection per slice, not once per record.
-    const touched = new Map<string, string[]>()
-    const touch = (name: string, ...ids: string[]): void => {
-      const list = touched.get(name)
-      if (list) list.push(...ids)
-      else touched.set(name, ids)
-    }
-    await transact((tx) => {
-      tx.afterCommit(() => {
-        for (const [name, ids] of touched) notifyCollection(name, ids, 'remote')
-      })
-      // Applied items leave the queue together, in one plan at the end of the slice: the batch's
-      // records are distinct, so no other item of the slice reads them meanwhile.
-      const acked: number[] = []
-      for (let i = from; i < to; i++) {
-        const item = batch[i]!
-        const outcome = outcomes[i]!
-        const c = byTable.get(item.entityType)
-        if (!c) {
-          acked.push(item.seq)
-          continue
-        }
-        const table = tableOf(c.name)
-        const key = item.recordId
-        const rec = table.get(key)
-        // (A write that kept the stamp it sent answers with that one: this clock issued it.)
-        if ('hlc' in outcome && outcome.hlc && outcome.hlc !== item.hlc) clock.receive(outcome.hlc)
-        if (outcome.status === 'applied') {
-          counts.applied++
-          // How many items the record has after this one (it is still queued until the slice's ack).
-          const remaining = queue.pendingCount(c.table, key) - (queue.get(item.seq) ? 1 : 0)
-          let storedKey = key
-          if (c.idMode === 'server' && item.action === 'create' && outcome.row && item.remoteId === null) {
-            const remoteId = String(outcome.row[c.primaryKey])
-            if (remoteId !== key) {
-              storedKey = remoteId
-              // Remapping rewrites the record's items: this one goes first, not with the slice.
-              tx.add(queue.ack([item.seq]))
-              tx.add(queue.remap(c.table, key, remoteId))
-              tx.add(table.alias(key, remoteId))
-              if (rec) tx.add(table.remove(key))
-              touch(c.name, key, remoteId)
-            }
-          }
-          if (storedKey === key) acked.push(item.seq)
-          if (!rec) continue
-          // A write re-sent after its answer was lost is answered with the version it produced
-          // then; the record may already hold a later one, pulled meanwhile: keep that one.
-          if (rec.version !== null && outcome.version < rec.version) {
-            if (remaining === 0 && rec.deleted) tx.add(table.remove(key))
-            else if (remaining === 0 && rec.state === 'pending') tx.add(table.put(key, { ...rec, state: 'synced' }))
-            touch(c.name, key)
-            continue
-          }
-          if (item.action === 'delete' && remaining === 0) {
-            tx.add(table.remove(storedKey))
-            continue
-          }
-          // (The decoded row is this outcome's own: with no local-only fields it is kept as it is.)
-          const serverRow = outcome.row ? (c.localOnly.length > 0 ? stripLocalOnly(outcome.row, c.localOnly) : outcome.row) : rec.base
-          const done = remaining === 0 && rec.state !== 'conflict'
-          const data = done && outcome.row ? withLocalOnly(outcome.row, rec.data, c.localOnly) : storedKey !== key ? { ...rec.data, [c.primaryKey]: outcome.row![c.primaryKey] } : rec.data
-          tx.add(table.put(storedKey, { data, base: serverRow, version: outcome.version, deleted: rec.deleted, hlc: rec.hlc, state: done ? 'synced' : rec.state === 'failed' ? 'failed' : rec.state }))
-          touch(c.name, storedKey)
-        } else if (outcome.status === 'conflict') {
-          counts.conflicts++
-          if (!rec) {
-            acked.push(item.seq)
-            continue
-          }
-          resolveRecord(tx, c, key, rec, { row: outcome.row, version: outcome.version, deleted: outcome.deleted, hlc: outcome.hlc }, [item.seq])
-          touch(c.name, key)
-        } else {
-          counts.rejected++
-          tx.add(queue.fail(item.seq, { kind: 'permanent', code: outcome.code, message: outcome.message }))
-          if (rec) tx.add(table.put(key, { ...rec, state: 'failed' }))
-          touch(c.name, key)
-          tx.afterCommit(() => emit({ type: 'failed', collection: c.name, id: key, code: outcome.code, message: outcome.message }))
-          logger.warn('mutation rejected by the server', { table: c.table, id: key, code: outcome.code, message: outcome.message })
-        }
-      }
-      if (acked.length > 0) tx.add(queue.ack(acked))
-    })
-  }
+  const pushLoop: PushLoop = createPushLoop({
+    queue,
+    backend,
+    // (The clock and the client id are known once storage is loaded.)
+    receiveStamp: (stamp) => void clock.receive(stamp),
+    logger,
+    batchSize: o.batchSize,
+    clientId: () => clientId,
+    now: () => env.now(),
+    collectionOf: (table) => byTable.get(table),
+    tableOf,
+    transact,
+    yieldToHost,
+    resolveRecord,
+    notifyCollection,
+    emit,
+    progress: (done, total) => {
+      progress = { phase: 'push', done, total }
+      refreshStatus()
+    },
+  })
 
   // ── pull ────────────────────────────────────────────────────────────────
   async function pullAll(signal: AbortSignal): Promise<number> {
@@ -926,7 +636,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     const run = (async (): Promise<SyncRunResult> => {
       try {
         await ready
-        const pushed = await pushAll(ctx.signal, ctx.highPriorityOnly)
+        const pushed = await pushLoop.pushAll(ctx.signal, ctx.highPriorityOnly)
         const pulled = await pullAll(ctx.signal)
         lastSyncAt = env.now()
         lastError = null
