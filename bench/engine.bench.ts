@@ -13,8 +13,9 @@
  * the longest event-loop delay of an idle sibling Node process, which a small machine with the
  * database and PostgREST on its other core makes far from zero.
  * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`. `ENGINE_BATCH` sets the
- * push batch size (default: the orchestrator's, 1000, reached from a first batch of 200). `ENGINE_NOISE_PROBE=0` leaves the idle
- * sibling process out (it competes for the same cores; its figure then reads NaN).
+ * push batch size (default: the orchestrator's, 1000, reached from a first batch of 200).
+ * `ENGINE_NOISE_PROBE=0` leaves the idle sibling process out (it competes for the same cores; its
+ * figure then reads NaN).
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -194,7 +195,6 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   await b.sync.close()
   await c.sync.close()
 }
-
 
 export default async function engineBench(): Promise<void> {
   const parts = new Set((process.env.ENGINE_PARTS ?? 'write,backlog').split(',').map((part) => part.trim()))

@@ -14,7 +14,8 @@ export type MemoryStorageAdapter = InspectableStorage
 
 /**
  * An in-memory storage adapter. Values are deep-cloned on the way in and out, so callers can never
- * mutate stored state by accident; a deeply frozen value, which nobody can mutate, is stored as it is. Nothing survives the process: use it for tests and ephemeral apps.
+ * mutate stored state by accident; a deeply frozen value, which nobody can mutate, is stored as it
+ * is. Nothing survives the process: use it for tests and ephemeral apps.
  *
  * Keys are kept in a sorted index, so `scan(prefix)` costs O(log n + matches), not O(n).
  * Plain objects, arrays and primitives are copied directly; anything else goes through
@@ -36,7 +37,7 @@ function clone<T>(value: T): T {
  * is kept as it is; anything else is copied. Reads still hand back copies.
  */
 function toStore<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && Object.isFrozen(value) && deepFrozen(value, 0)) return value
+  if (typeof value === 'object' && value !== null && deepFrozen(value, 0)) return value
   return clone(value)
 }
 
