@@ -493,6 +493,34 @@ describe('sync_push_runs', () => {
     expect(await pushRuns(client, clientId, updates)).toEqual(decoded)
   })
 
+  it("lists a large run's group members in batch order, so the device reads the group by position", async () => {
+    await stack().query(`
+      create table if not exists public.runs_order (id uuid primary key, user_id uuid default auth.uid(), name text, n bigserial);
+      alter table public.runs_order enable row level security;
+      drop policy if exists runs_order_all on public.runs_order;
+      create policy runs_order_all on public.runs_order to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
+      grant select, insert on public.runs_order to authenticated;
+      grant usage on sequence public.runs_order_n_seq to authenticated;
+      select sync_enable_table('public.runs_order', 'user_id');`)
+    const client = stack().createClient(newUser())
+    const clientId = randomUUID()
+    // Large enough for the planner to join the written rows back by key (a merge join on
+    // PostgreSQL), whose output is in key order, not in batch order.
+    const creates: Mutation[] = Array.from({ length: 1500 }, (_, k) => {
+      const id = randomUUID()
+      return { seq: k + 1, table: 'runs_order', action: 'create', id, data: { id, name: `o${k}` }, baseVersion: null }
+    })
+    const { data, error } = await rawRuns(client, encodePushBody(clientId, creates))
+    expect(error).toBeNull()
+    const [group, ...rest] = data as Array<Record<string, unknown>>
+    expect(rest).toEqual([])
+    expect(group!.seqs).toEqual(creates.map((m) => m.seq))
+    // Every per-member array follows the same order: n (bigserial) was drawn in insert order.
+    const n = (group!.row as { n: number[] }).n
+    expect(n.every((value, k) => k === 0 || value > n[k - 1]!)).toBe(true)
+    expect((group!.hlc as string[]).length).toBe(creates.length)
+  })
+
   it('applies a run whose data keys differ, repeated and already-applied seqs, and null data as one by one would', async () => {
     const user = newUser()
     const client = stack().createClient(user)
