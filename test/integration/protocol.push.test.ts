@@ -521,6 +521,46 @@ describe('sync_push_runs', () => {
     expect((group!.hlc as string[]).length).toBe(creates.length)
   })
 
+  it("finds each row of an update or delete run by its key, not among all of the user's rows", async () => {
+    // Row level security keeps a qual that is not leakproof (a cast of the sent id) from reaching
+    // the key's index: the lookup then reads every row the owner's index gives, for every mutation.
+    await stack().query(`
+      create table if not exists public.runs_upd (id uuid primary key, user_id uuid default auth.uid(), name text);
+      alter table public.runs_upd enable row level security;
+      drop policy if exists runs_upd_all on public.runs_upd;
+      create policy runs_upd_all on public.runs_upd to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
+      grant select, insert, update on public.runs_upd to authenticated;
+      select sync_enable_table('public.runs_upd', 'user_id');`)
+    const user = newUser()
+    const clientId = randomUUID()
+    const n = 300
+    const ids = Array.from({ length: n }, () => randomUUID())
+    const creates: Mutation[] = ids.map((id, k) => ({ seq: k + 1, table: 'runs_upd', action: 'create', id, data: { id, name: 'a' }, baseVersion: null }))
+    expect(await pushRuns(stack().createClient(user), clientId, creates)).toHaveLength(n)
+    const session = new pg.Client({ connectionString: stack().databaseUrl })
+    await session.connect()
+    try {
+      for (const action of ['update', 'delete'] as const) {
+        const run: Mutation[] = ids.map((id, k) => ({
+          seq: (action === 'update' ? n : 2 * n) + k + 1, table: 'runs_upd', action, id,
+          ...(action === 'update' ? { data: { name: 'b' } } : {}), baseVersion: action === 'update' ? 1 : 2,
+        }))
+        await session.query('begin')
+        await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
+        await session.query('set local role authenticated')
+        const { rows } = await session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, run))])
+        // This transaction's own counts so far: rows the table's scans read.
+        const [read] = (await session.query(`select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) as read
+                                                from pg_stat_xact_user_tables where relname = 'runs_upd'`)).rows
+        await session.query('commit')
+        decodePushAnswer(rows[0].a, run).forEach((outcome) => expectStatus(outcome, 'applied'))
+        expect(Number(read.read), action).toBeLessThan(10 * n)
+      }
+    } finally {
+      await session.end()
+    }
+  })
+
   it('applies a run whose data keys differ, repeated and already-applied seqs, and null data as one by one would', async () => {
     const user = newUser()
     const client = stack().createClient(user)
