@@ -572,6 +572,46 @@ begin
 end
 $$;
 
+-- A set-based run's statements are built per table, action and sent columns, and are large: parsing
+-- and planning one anew on every call (as `execute` does) cost ~2.5 ms, most of a small push. So
+-- each runs as a prepared statement of the session, named after its text and prepared on first
+-- use; its arguments go in as literals. PostgreSQL plans it afresh for its first five runs, then
+-- keeps one plan if that plan is estimated no worse. A session keeps at most 32 of them, dropping
+-- the oldest. Prepared statements outlive a transaction, even one rolled back, and a pooler that
+-- moves sessions between connections only makes a statement be prepared again.
+
+-- The `execute` of p_sql prepared under its name, with p_args (texts, null for null) as arguments.
+create or replace function sync.prepared_call(p_sql text, p_args text[]) returns text
+  language plpgsql immutable
+  set search_path = ''
+as $$
+begin
+  return pg_catalog.format('execute %I(%s)', 'sync_run_' || pg_catalog.md5(p_sql),
+    pg_catalog.array_to_string(array(select pg_catalog.quote_nullable(u.a) from pg_catalog.unnest(p_args) with ordinality u(a, n)
+                                      order by u.n), ', '));
+end
+$$;
+
+-- Prepares p_sql (parameters of p_types, e.g. 'bigint[], jsonb') under the name prepared_call uses.
+create or replace function sync.prepare_run(p_sql text, p_types text) returns void
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  v_oldest text;
+begin
+  select p.name into v_oldest
+    from pg_catalog.pg_prepared_statements p
+   where p.name like 'sync\_run\_%'
+   order by p.prepare_time desc
+  offset 31 limit 1;
+  if v_oldest is not null then
+    execute pg_catalog.format('deallocate %I', v_oldest);
+  end if;
+  execute pg_catalog.format('prepare %I(%s) as %s', 'sync_run_' || pg_catalog.md5(p_sql), p_types, p_sql);
+end
+$$;
+
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
                                           p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[],
                                           p_partial boolean,
@@ -614,6 +654,8 @@ declare
     uuid,date,time,timestamp,timestamptz,interval,jsonb,bytea,bool[],int2[],int4[],int8[],float4[],float8[],numeric[],
     text[],varchar[],bpchar[],uuid[],date[],timestamp[],timestamptz[],jsonb[]}';
   v_public text;          -- the laterals of a written row
+  v_sql text;             -- a statement of the run, and the `execute` of it prepared (see sync.prepare_run)
+  v_call text;
 begin
   -- A sent key counts as a sent column: a create's data usually holds its row's key.
   select pg_catalog.array_agg(a.attname::text order by a.attnum),
@@ -706,7 +748,7 @@ begin
     -- by one.
     for v_try in 0 .. 1 loop
       begin
-        execute pg_catalog.format(
+        v_sql := pg_catalog.format(
           $q$with s as materialized (select s.*, %4$s as "sync.key" from %1$s),
                   ins as (insert into %2$s as t (%5$s %3$I, _hlc)
                           select %6$s s."sync.key", s."sync.hlc" from s order by s.ordinality
@@ -729,8 +771,14 @@ begin
           pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
           v_grouped, v_group, v_alike,
           case when v_try = 1 then pg_catalog.format('on conflict (%I) do nothing', p_info.pk_column) else '' end,
-          case when v_try = 1 then 'true' else 'false' end)
-          into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data;
+          case when v_try = 1 then 'true' else 'false' end);
+        v_call := sync.prepared_call(v_sql, array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text]);
+        begin
+          execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
+        exception when invalid_sql_statement_name then
+          perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb');
+          execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
+        end;
         exit;
       exception when unique_violation then
         if v_try = 1 then
@@ -740,21 +788,27 @@ begin
     end loop;
   else
     -- Lock the visible rows (RLS update policies apply to FOR UPDATE), as apply_mutation does.
-    execute pg_catalog.format(
+    v_sql := pg_catalog.format(
       $q$with s as materialized (select s.*, %4$s as "sync.key" from %1$s)
          select pg_catalog.array_agg(c._version order by s.ordinality), pg_catalog.array_agg(c._deleted order by s.ordinality),
                 pg_catalog.count(c.k) = pg_catalog.count(distinct c.k)
            from s left join lateral (select t.%3$I as k, t._version, t._deleted from %2$s t
                                       where t.%3$I = s."sync.key" for update) c on true$q$,
-      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key)
-      into v_versions, v_deleted, v_complete using p_seqs, p_ids, p_stamps, v_data;
+      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key);
+    v_call := sync.prepared_call(v_sql, array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text]);
+    begin
+      execute v_call into v_versions, v_deleted, v_complete;
+    exception when invalid_sql_statement_name then
+      perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb');
+      execute v_call into v_versions, v_deleted, v_complete;
+    end;
     if not v_complete then
       raise exception 'apply_run: a row is written twice';
     end if;
 
     -- Decide as apply_mutation does (missing, already a tombstone, conflict, write), then write.
     -- The rows are locked: the ones not written are still as the lock found them.
-    execute pg_catalog.format(
+    v_sql := pg_catalog.format(
       $q$with s as materialized (select s.*, %4$s as "sync.key", case
                       when b.v is null then 'missing'
                       when $6 = 'delete' and b.d then 'done'
@@ -788,8 +842,15 @@ begin
       pg_catalog.format(c_applied, v_w, '"sync.rw"'),
       v_public,
       pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
-      v_grouped, v_group, v_alike)
-      into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs using p_seqs, p_ids, p_stamps, v_data, p_bases, p_action, v_versions, p_info.table_name, v_deleted;
+      v_grouped, v_group, v_alike);
+    v_call := sync.prepared_call(v_sql, array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text, p_bases::text,
+                                              p_action, v_versions::text, p_info.table_name::text, v_deleted::text]);
+    begin
+      execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
+    exception when invalid_sql_statement_name then
+      perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb, numeric[], text, bigint[], text, boolean[]');
+      execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
+    end;
   end if;
   if not v_complete then
     -- A row was neither written nor answered (e.g. a trigger skipped it): let the caller decide.

@@ -521,6 +521,69 @@ describe('sync_push_runs', () => {
     expect((group!.hlc as string[]).length).toBe(creates.length)
   })
 
+  it("runs a run's statements prepared once per session: kept after a rollback, prepared again when dropped or when the table changes", async () => {
+    await stack().query(`
+      create table if not exists public.runs_prep (id uuid primary key, user_id uuid default auth.uid(), name text, n bigserial);
+      alter table public.runs_prep enable row level security;
+      drop policy if exists runs_prep_all on public.runs_prep;
+      create policy runs_prep_all on public.runs_prep to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
+      grant select, insert on public.runs_prep to authenticated;
+      grant usage on sequence public.runs_prep_n_seq to authenticated;
+      select sync_enable_table('public.runs_prep', 'user_id');`)
+    const user = newUser()
+    const clientId = randomUUID()
+    let seq = 0
+    const creates = (k: number): Mutation[] => Array.from({ length: k }, () => {
+      const id = randomUUID()
+      return { seq: ++seq, table: 'runs_prep', action: 'create', id, data: { id, name: `p${seq}` }, baseVersion: null }
+    })
+    const session = new pg.Client({ connectionString: stack().databaseUrl })
+    await session.connect()
+    /** One push as the user, in its own transaction (rolled back if asked); its decoded outcomes. */
+    const pushAs = async (mutations: Mutation[], end: 'commit' | 'rollback' = 'commit') => {
+      await session.query('begin')
+      await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
+      await session.query('set local role authenticated')
+      const { rows } = await session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, mutations))])
+      await session.query(end)
+      return decodePushAnswer(rows[0].a, mutations)
+    }
+    const prepared = async () =>
+      new Set((await session.query(`select name from pg_prepared_statements where name like 'sync\\_run\\_%'`)).rows.map((r) => r.name as string))
+    const applied = (outcomes: Awaited<ReturnType<typeof pushAs>>) => outcomes.map((o) => expectStatus(o, 'applied').row)
+    try {
+      const before = await prepared()
+      const first = applied(await pushAs(creates(3)))
+      const mine = [...(await prepared())].filter((name) => !before.has(name))
+      expect(mine).toHaveLength(1)
+      // The same shape again: the same statement, now with other arguments.
+      const second = applied(await pushAs(creates(5)))
+      expect([...(await prepared())].filter((name) => !before.has(name))).toEqual(mine)
+      expect(second.map((row) => row!.n)).toEqual([...second.keys()].map((k) => (second[0]!.n as number) + k))
+      expect(second[0]!.n).toBeGreaterThan(first[2]!.n as number)
+
+      // A rolled-back push leaves the statement prepared (and nothing written); the next one uses it.
+      const undone = creates(2)
+      applied(await pushAs(undone, 'rollback'))
+      expect(await stack().query('select 1 from public.runs_prep where id = any($1::uuid[])', [undone.map((m) => m.id)])).toEqual([])
+      expect(applied(await pushAs(creates(1)))).toHaveLength(1)
+
+      // Dropped (as a pooler's reset would): prepared again on the next push.
+      await session.query('deallocate all')
+      expect(applied(await pushAs(creates(2)))).toHaveLength(2)
+      expect(await prepared()).toEqual(new Set(mine))
+
+      // The table gains a column: the run's statement changes with it, and answers with the column.
+      await stack().query(`alter table public.runs_prep add column if not exists kind text default 'k'`)
+      const widened = await pushAs(creates(2))
+      expect(applied(widened).map((row) => row!.kind)).toEqual(['k', 'k'])
+      expect((await prepared()).size).toBe(2)
+    } finally {
+      await session.end()
+      await stack().query('alter table public.runs_prep drop column if exists kind')
+    }
+  })
+
   it("finds each row of an update or delete run by its key, not among all of the user's rows", async () => {
     // Row level security keeps a qual that is not leakproof (a cast of the sent id) from reaching
     // the key's index: the lookup then reads every row the owner's index gives, for every mutation.
@@ -556,6 +619,24 @@ describe('sync_push_runs', () => {
         decodePushAnswer(rows[0].a, run).forEach((outcome) => expectStatus(outcome, 'applied'))
         expect(Number(read.read), action).toBeLessThan(10 * n)
       }
+    } finally {
+      await session.end()
+    }
+  })
+
+  it('keeps at most 32 prepared run statements in a session, dropping the oldest', async () => {
+    const session = new pg.Client({ connectionString: stack().databaseUrl })
+    await session.connect()
+    try {
+      const texts = Array.from({ length: 40 }, (_, k) => `select ${k}::int as k, $1::int as x`)
+      for (const text of texts) await session.query('select sync.prepare_run($1, $2)', [text, 'int'])
+      const { rows } = await session.query(`select statement from pg_prepared_statements where name like 'sync\\_run\\_%'`)
+      expect(rows).toHaveLength(32)
+      const kept = new Set(rows.map((r) => r.statement as string))
+      // The 32 prepared last are kept; each still runs through the call sync.prepared_call builds.
+      texts.forEach((text, k) => expect([...kept].some((s) => s.endsWith(text)), `statement ${k}`).toBe(k >= 8))
+      const call = (await session.query('select sync.prepared_call($1, $2) as c', [texts[39], ['7']])).rows[0].c as string
+      expect((await session.query(call)).rows).toEqual([{ k: 39, x: 7 }])
     } finally {
       await session.end()
     }
