@@ -523,7 +523,7 @@ $$;
 -- Answers: o_outcomes, one outcome (with seq) per mutation, in order, and their seqs (o_seqs).
 -- With p_partial, the applied writes whose stored values of the sent columns and stamp equal the
 -- sent ones (the usual case) are answered together instead, by o_group, and only the others are
--- in o_outcomes: o_group is one applied group, column by column, in an order of its own
+-- in o_outcomes: o_group is one applied group, column by column, its members in batch order
 -- (o_group_seqs):
 --   {"seqs": [...], "status": "applied", "partial": true, "version": [...] | v, "hlc": [...] | null,
 --    "row": {column: [...], ...}, "same": {column: value, ...} | null}
