@@ -3,9 +3,9 @@
  * from going online to fully synced for a 10,000-change offline backlog through the real stack
  * (against the protocol benchmark's push limit, one bulk-upsert RPC of the same rows, measured in
  * the same run), first in a process that has not synced before (V8 compiles the engine's code
- * while it syncs) and then again in the same process, and the longest event-loop stall during a
- * 10,000-change push and a 10,000-change pull. Prints figures and one JSON line each; never passes
- * or fails on time.
+ * while it syncs) and then again in the same process, then 10,000 offline updates of the first
+ * device's rows, and the longest event-loop stall during a 10,000-change push and a 10,000-change
+ * pull. Prints figures and one JSON line each; never passes or fails on time.
  *
  * The engine talks to PostgREST straight (see bench/direct.ts): the local stack's API gateway runs
  * inside this process, and an app's gateway does not, so its work would count as the engine's
@@ -190,6 +190,16 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const warmRate = N / warm.seconds
   report(`offline backlog of ${N}, the second in this process: synced in ${r3(warm.seconds)} s = ${Math.round(warmRate)} changes/s; ratio ${r3(warmRate / limit)}`, {
     bench: 'offline-backlog', process: 'warm', changes: N, seconds: r3(warm.seconds), changesPerSec: Math.round(warmRate), limitRowsPerSec: Math.round(limit), ratio: r3(warmRate / limit),
+  })
+  // Updates: every row of the first device changed offline, then synced (each a base-version
+  // check and a write of an existing row among the user's 10k).
+  a.env.setOnline(false)
+  for (const row of a.contacts.list()) await a.contacts.update(String(row.id), { name: `u${String(row.name)}` })
+  a.env.setOnline(true)
+  const updates = await timedSync(a.sync, 'update backlog sync')
+  const updateRate = N / updates.seconds
+  report(`offline backlog of ${N} updates (the first device's rows): synced in ${r3(updates.seconds)} s = ${Math.round(updateRate)} changes/s; ratio ${r3(updateRate / limit)}`, {
+    bench: 'offline-backlog', kind: 'update', changes: N, seconds: r3(updates.seconds), changesPerSec: Math.round(updateRate), limitRowsPerSec: Math.round(limit), ratio: r3(updateRate / limit),
   })
   await a.sync.close()
   await b.sync.close()
