@@ -366,6 +366,29 @@ describe('sync_push_runs', () => {
 
   type RawOutcome = Record<string, unknown> & { seq: number }
 
+  /** Creates (once) a synced table whose rows belong to their writer (RLS on user_id), with a bigserial `n`. */
+  async function ownedTable(name: string): Promise<void> {
+    await stack().query(`
+      create table if not exists public.${name} (id uuid primary key, user_id uuid default auth.uid(), name text, n bigserial);
+      alter table public.${name} enable row level security;
+      drop policy if exists ${name}_all on public.${name};
+      create policy ${name}_all on public.${name} to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
+      grant select, insert, update on public.${name} to authenticated;
+      grant usage on sequence public.${name}_n_seq to authenticated;
+      select sync_enable_table('public.${name}', 'user_id');`)
+  }
+
+  /** Runs `body` in a transaction of `session` as `user` (as PostgREST would), then commits or rolls back. */
+  async function asUser<T>(session: pg.Client, user: string, body: () => Promise<T>, end: 'commit' | 'rollback' = 'commit'): Promise<T> {
+    await session.query('begin')
+    await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
+    await session.query('set local role authenticated')
+    const result = await body()
+    await session.query(end)
+    return result
+  }
+
+
   /** A raw answer, one outcome per seq: applied groups taken apart (rows left as sent), each seq answered once. */
   function bySeq(answer: unknown): Map<number, RawOutcome> {
     const out = new Map<number, RawOutcome>()
@@ -494,14 +517,7 @@ describe('sync_push_runs', () => {
   })
 
   it("lists a large run's group members in batch order, so the device reads the group by position", async () => {
-    await stack().query(`
-      create table if not exists public.runs_order (id uuid primary key, user_id uuid default auth.uid(), name text, n bigserial);
-      alter table public.runs_order enable row level security;
-      drop policy if exists runs_order_all on public.runs_order;
-      create policy runs_order_all on public.runs_order to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
-      grant select, insert on public.runs_order to authenticated;
-      grant usage on sequence public.runs_order_n_seq to authenticated;
-      select sync_enable_table('public.runs_order', 'user_id');`)
+    await ownedTable('runs_order')
     const client = stack().createClient(newUser())
     const clientId = randomUUID()
     // Large enough for the planner to join the written rows back by key (a merge join on
@@ -522,14 +538,7 @@ describe('sync_push_runs', () => {
   })
 
   it("runs a run's statements prepared once per session: kept after a rollback, prepared again when dropped or when the table changes", async () => {
-    await stack().query(`
-      create table if not exists public.runs_prep (id uuid primary key, user_id uuid default auth.uid(), name text, n bigserial);
-      alter table public.runs_prep enable row level security;
-      drop policy if exists runs_prep_all on public.runs_prep;
-      create policy runs_prep_all on public.runs_prep to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
-      grant select, insert on public.runs_prep to authenticated;
-      grant usage on sequence public.runs_prep_n_seq to authenticated;
-      select sync_enable_table('public.runs_prep', 'user_id');`)
+    await ownedTable('runs_prep')
     const user = newUser()
     const clientId = randomUUID()
     let seq = 0
@@ -541,11 +550,8 @@ describe('sync_push_runs', () => {
     await session.connect()
     /** One push as the user, in its own transaction (rolled back if asked); its decoded outcomes. */
     const pushAs = async (mutations: Mutation[], end: 'commit' | 'rollback' = 'commit') => {
-      await session.query('begin')
-      await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
-      await session.query('set local role authenticated')
-      const { rows } = await session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, mutations))])
-      await session.query(end)
+      const { rows } = await asUser(session, user, () =>
+        session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, mutations))]), end)
       return decodePushAnswer(rows[0].a, mutations)
     }
     const prepared = async () =>
@@ -587,13 +593,7 @@ describe('sync_push_runs', () => {
   it("finds each row of an update or delete run by its key, not among all of the user's rows", async () => {
     // Row level security keeps a qual that is not leakproof (a cast of the sent id) from reaching
     // the key's index: the lookup then reads every row the owner's index gives, for every mutation.
-    await stack().query(`
-      create table if not exists public.runs_upd (id uuid primary key, user_id uuid default auth.uid(), name text);
-      alter table public.runs_upd enable row level security;
-      drop policy if exists runs_upd_all on public.runs_upd;
-      create policy runs_upd_all on public.runs_upd to authenticated using (user_id = auth.uid()) with check (user_id = auth.uid());
-      grant select, insert, update on public.runs_upd to authenticated;
-      select sync_enable_table('public.runs_upd', 'user_id');`)
+    await ownedTable('runs_upd')
     const user = newUser()
     const clientId = randomUUID()
     const n = 300
@@ -608,14 +608,13 @@ describe('sync_push_runs', () => {
           seq: (action === 'update' ? n : 2 * n) + k + 1, table: 'runs_upd', action, id,
           ...(action === 'update' ? { data: { name: 'b' } } : {}), baseVersion: action === 'update' ? 1 : 2,
         }))
-        await session.query('begin')
-        await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
-        await session.query('set local role authenticated')
-        const { rows } = await session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, run))])
-        // This transaction's own counts so far: rows the table's scans read.
-        const [read] = (await session.query(`select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) as read
-                                                from pg_stat_xact_user_tables where relname = 'runs_upd'`)).rows
-        await session.query('commit')
+        const { rows, read } = await asUser(session, user, async () => {
+          const { rows } = await session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, run))])
+          // This transaction's own counts so far: rows the table's scans read.
+          const [read] = (await session.query(`select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) as read
+                                                  from pg_stat_xact_user_tables where relname = 'runs_upd'`)).rows
+          return { rows, read }
+        })
         decodePushAnswer(rows[0].a, run).forEach((outcome) => expectStatus(outcome, 'applied'))
         expect(Number(read.read), action).toBeLessThan(10 * n)
       }
