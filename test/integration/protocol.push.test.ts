@@ -628,12 +628,22 @@ describe('sync_push_runs', () => {
     await session.connect()
     try {
       const texts = Array.from({ length: 40 }, (_, k) => `select ${k}::int as k, $1::int as x`)
-      for (const text of texts) await session.query('select sync.prepare_run($1, $2)', [text, 'int'])
+      // When each was prepared (the clock may give several the same time).
+      const preparedAt = new Map<string, number>()
+      for (const text of texts) {
+        await session.query('select sync.prepare_run($1, $2)', [text, 'int'])
+        const { rows } = await session.query(`select prepare_time from pg_prepared_statements where name = 'sync_run_' || md5($1)`, [text])
+        preparedAt.set(text, (rows[0].prepare_time as Date).getTime())
+      }
       const { rows } = await session.query(`select statement from pg_prepared_statements where name like 'sync\\_run\\_%'`)
       expect(rows).toHaveLength(32)
-      const kept = new Set(rows.map((r) => r.statement as string))
-      // The 32 prepared last are kept; each still runs through the call sync.prepared_call builds.
-      texts.forEach((text, k) => expect([...kept].some((s) => s.endsWith(text)), `statement ${k}`).toBe(k >= 8))
+      const kept = texts.filter((text) => rows.some((r) => (r.statement as string).endsWith(text)))
+      const dropped = texts.filter((text) => !kept.includes(text))
+      // Every one dropped was prepared no later than every one kept; the last one prepared is kept.
+      expect(kept).toHaveLength(32)
+      expect(Math.max(...dropped.map((text) => preparedAt.get(text)!))).toBeLessThanOrEqual(Math.min(...kept.map((text) => preparedAt.get(text)!)))
+      expect(kept).toContain(texts[39])
+      // A kept one runs through the call sync.prepared_call builds.
       const call = (await session.query('select sync.prepared_call($1, $2) as c', [texts[39], ['7']])).rows[0].c as string
       expect((await session.query(call)).rows).toEqual([{ k: 39, x: 7 }])
     } finally {
