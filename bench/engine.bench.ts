@@ -14,6 +14,8 @@
  * database and PostgREST on its other core makes far from zero.
  * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`. `ENGINE_BATCH` sets the
  * push batch size (default: the orchestrator's, 1000, reached from a first batch of 200).
+ * `ENGINE_STORAGE=file` gives the backlog part's devices the Node file storage (default: memory
+ * storage, which measures the engine without its storage's encoding and writes).
  * `ENGINE_NOISE_PROBE=0` leaves the idle sibling process out (it competes for the same cores; its
  * figure then reads NaN).
  */
@@ -144,13 +146,21 @@ const N = 10_000
 
 async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const limit = await bulkLimit(stack, N)
+  const storageKind = process.env.ENGINE_STORAGE === 'file' ? 'file' : 'memory'
+  const dirs: string[] = []
+  const storageFor = (): Storage => {
+    if (storageKind === 'memory') return createMemoryStorage()
+    const dir = mkdtempSync(join(tmpdir(), 'so-bench-'))
+    dirs.push(dir)
+    return createFileStorage({ path: join(dir, 'db.log') })
+  }
   const make = (user: string) => {
     const env = createManualEnvironment({ now: Date.now(), online: false })
     // The manual environment's turn for the host is a resolved promise (tests run on virtual
     // time); here the host gets the turn the Node environment gives: a macrotask (setImmediate).
     env.yieldToHost = () => new Promise((resolve) => setImmediate(resolve))
     const sync = createSyncOrchestrator({
-      storage: createMemoryStorage(),
+      storage: storageFor(),
       backend: createSupabaseBackend({ client: directClient(stack, user) }),
       environment: env,
       collections: { contacts: {} },
@@ -169,8 +179,8 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const a = make(user)
   const { seconds, h, noiseMs } = await backlog(a, 'backlog sync')
   const rate = N / seconds
-  report(`offline backlog of ${N}: synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-upsert RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}`, {
-    bench: 'offline-backlog', changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit),
+  report(`offline backlog of ${N} (${storageKind} storage): synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-upsert RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}`, {
+    bench: 'offline-backlog', storage: storageKind, changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit),
   })
   report(`longest event-loop stall during a ${N}-change push: ${r3(h.max / 1e6)} ms (p99 ${r3(h.percentile(99) / 1e6)} ms; idle sibling process ${r3(noiseMs)} ms)`, {
     bench: 'event-loop-stall', phase: 'push', changes: N, maxMs: r3(h.max / 1e6), p99Ms: r3(h.percentile(99) / 1e6), noiseFloorMs: r3(noiseMs),
@@ -188,8 +198,8 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const c = make(randomUUID())
   const warm = await backlog(c, 'second backlog sync')
   const warmRate = N / warm.seconds
-  report(`offline backlog of ${N}, the second in this process: synced in ${r3(warm.seconds)} s = ${Math.round(warmRate)} changes/s; ratio ${r3(warmRate / limit)}`, {
-    bench: 'offline-backlog', process: 'warm', changes: N, seconds: r3(warm.seconds), changesPerSec: Math.round(warmRate), limitRowsPerSec: Math.round(limit), ratio: r3(warmRate / limit),
+  report(`offline backlog of ${N} (${storageKind} storage), the second in this process: synced in ${r3(warm.seconds)} s = ${Math.round(warmRate)} changes/s; ratio ${r3(warmRate / limit)}`, {
+    bench: 'offline-backlog', storage: storageKind, process: 'warm', changes: N, seconds: r3(warm.seconds), changesPerSec: Math.round(warmRate), limitRowsPerSec: Math.round(limit), ratio: r3(warmRate / limit),
   })
   // Updates: every row of the first device changed offline, then synced (each a base-version
   // check and a write of an existing row among the user's 10k).
@@ -198,12 +208,13 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   a.env.setOnline(true)
   const updates = await timedSync(a.sync, 'update backlog sync')
   const updateRate = N / updates.seconds
-  report(`offline backlog of ${N} updates (the first device's rows): synced in ${r3(updates.seconds)} s = ${Math.round(updateRate)} changes/s; ratio ${r3(updateRate / limit)}`, {
-    bench: 'offline-backlog', kind: 'update', changes: N, seconds: r3(updates.seconds), changesPerSec: Math.round(updateRate), limitRowsPerSec: Math.round(limit), ratio: r3(updateRate / limit),
+  report(`offline backlog of ${N} updates (the first device's rows, ${storageKind} storage): synced in ${r3(updates.seconds)} s = ${Math.round(updateRate)} changes/s; ratio ${r3(updateRate / limit)}`, {
+    bench: 'offline-backlog', storage: storageKind, kind: 'update', changes: N, seconds: r3(updates.seconds), changesPerSec: Math.round(updateRate), limitRowsPerSec: Math.round(limit), ratio: r3(updateRate / limit),
   })
   await a.sync.close()
   await b.sync.close()
   await c.sync.close()
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
 }
 
 export default async function engineBench(): Promise<void> {
