@@ -629,8 +629,6 @@ declare
   v_uni_cols text[];      -- of those, the ones with equality: given once when alike in every written row
   v_key text;
   v_complete boolean;
-  v_versions bigint[];
-  v_deleted boolean[];
   -- Outcome builders; %1$s is the alias of a written or current row (all the table's columns),
   -- %2$s the row as devices see it (every column but the sync columns, as pull sends it).
   c_applied constant text := $f$pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'applied',
@@ -643,6 +641,10 @@ declare
   c_rows constant text := $f$rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
       pg_catalog.unnest($3::text[]), pg_catalog.jsonb_populate_recordset(null::%1$s, $4))
       with ordinality as s("sync.seq", "sync.id", "sync.hlc")$f$;
+  -- The same with each mutation's base version, for update and delete runs.
+  c_rows_base constant text := $f$rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
+      pg_catalog.unnest($3::text[]), pg_catalog.unnest($5::numeric[]), pg_catalog.jsonb_populate_recordset(null::%1$s, $4))
+      with ordinality as s("sync.seq", "sync.id", "sync.hlc", "sync.base")$f$;
   -- `cross join lateral (select a.c1, a.c2, ...) alias`: the row of alias `a` as devices see it.
   c_public constant text := 'cross join lateral (select %s) %s';
   v_w text;               -- alias of a written row
@@ -787,54 +789,43 @@ begin
       end;
     end loop;
   else
-    -- Lock the visible rows (RLS update policies apply to FOR UPDATE), as apply_mutation does.
+    -- One statement: write the rows whose current version the mutation may write over, as
+    -- apply_mutation decides (not missing, not a delete of a tombstone, base version matching or
+    -- absent), then answer the others from the statement's snapshot: missing, done (a delete of a
+    -- tombstone) or conflict. The write's condition is on the row it writes: a row changed by a
+    -- concurrent transaction is re-checked on its new version (read committed). A row the snapshot
+    -- says was writable but that was not written (changed concurrently, an update policy or a
+    -- trigger skipped it) leaves the run incomplete, and so does a key sent twice (an update joins
+    -- a row once): the caller then applies the run one by one, locking each row.
     v_sql := pg_catalog.format(
-      $q$with s as materialized (select s.*, %4$s as "sync.key" from %1$s)
-         select pg_catalog.array_agg(c._version order by s.ordinality), pg_catalog.array_agg(c._deleted order by s.ordinality),
-                pg_catalog.count(c.k) = pg_catalog.count(distinct c.k)
-           from s left join lateral (select t.%3$I as k, t._version, t._deleted from %2$s t
-                                      where t.%3$I = s."sync.key" for update) c on true$q$,
-      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key);
-    v_call := sync.prepared_call(v_sql, array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text]);
-    begin
-      execute v_call into v_versions, v_deleted, v_complete;
-    exception when invalid_sql_statement_name then
-      perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb');
-      execute v_call into v_versions, v_deleted, v_complete;
-    end;
-    if not v_complete then
-      raise exception 'apply_run: a row is written twice';
-    end if;
-
-    -- Decide as apply_mutation does (missing, already a tombstone, conflict, write), then write.
-    -- The rows are locked: the ones not written are still as the lock found them.
-    v_sql := pg_catalog.format(
-      $q$with s as materialized (select s.*, %4$s as "sync.key", case
-                      when b.v is null then 'missing'
-                      when $6 = 'delete' and b.d then 'done'
-                      when (b.base is not null and b.base::bigint <> b.v) or ($6 = 'update' and b.d and b.base is null) then 'conflict'
-                      else 'write' end as "sync.what"
-                    from %1$s
-                    join rows from (pg_catalog.unnest($5::numeric[]), pg_catalog.unnest($7::bigint[]), pg_catalog.unnest($9::boolean[]))
-                           with ordinality as b(base, v, d, n) on b.n = s.ordinality),
+      $q$with s as materialized (select s.*, %4$s as "sync.key" from %1$s),
               w as (update %2$s as t set %5$s
                       from s
-                     where s."sync.what" = 'write' and t.%3$I = s."sync.key"
+                     where t.%3$I = s."sync.key"
+                       and not ($6 = 'delete' and t._deleted)
+                       and (s."sync.base" is null or s."sync.base"::bigint = t._version)
+                       and not ($6 = 'update' and t._deleted and s."sync.base" is null)
                     returning s.ordinality as "sync.n", t.*),
-              cur as (select s.ordinality as "sync.n", c.*
-                        from s cross join lateral (select t.* from %2$s t where t.%3$I = s."sync.key") c
-                       where s."sync.what" in ('done', 'conflict'))%13$s
-         select pg_catalog.array_agg(case s."sync.what"
-                  when 'missing' then pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'rejected', 'code', 'P0002',
-                    'message', pg_catalog.format('row %%s of table %%s does not exist or is not visible', s."sync.id", $8::text))
-                  when 'done' then %6$s
-                  when 'conflict' then %7$s
-                  else %8$s end order by s.ordinality) filter (where not %11$s),
+              -- The rows not written (usually none), then each one's current row by its key: a
+              -- lateral with a limit, so it stays a lookup by key per row left, not a join with
+              -- all of the owner's rows.
+              rest as materialized (select s.* from s where not exists (select from w where w."sync.n" = s.ordinality)),
+              cur as (select r.ordinality as "sync.n", c.*
+                        from rest r cross join lateral (select t.* from %2$s t where t.%3$I = r."sync.key" limit 1) c)%13$s
+         select pg_catalog.array_agg(case
+                  when w."sync.n" is not null then %8$s
+                  when c."sync.n" is null then pg_catalog.json_build_object('seq', s."sync.seq", 'status', 'rejected', 'code', 'P0002',
+                    'message', pg_catalog.format('row %%s of table %%s does not exist or is not visible', s."sync.id", $7::text))
+                  when $6 = 'delete' and c._deleted then %6$s
+                  else %7$s end order by s.ordinality) filter (where not %11$s),
                 pg_catalog.array_agg(s."sync.seq" order by s.ordinality) filter (where not %11$s),
-                pg_catalog.bool_and(s."sync.what" <> 'write' or w."sync.n" is not null), %12$s
+                pg_catalog.bool_and(w."sync.n" is not null or c."sync.n" is null or ($6 = 'delete' and c._deleted)
+                                    or (s."sync.base" is not null and s."sync.base"::bigint <> c._version)
+                                    or ($6 = 'update' and c._deleted and s."sync.base" is null))
+                  and pg_catalog.count(distinct s."sync.key") = pg_catalog.count(*), %12$s
            from s left join w on w."sync.n" = s.ordinality left join cur c on c."sync.n" = s.ordinality
            %9$s %10$s$q$,
-      pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
+      pg_catalog.format(c_rows_base, v_rel), v_rel, p_info.pk_column, v_key,
       case when p_action = 'delete' then '_deleted = true, _hlc = s."sync.hlc"'
            else (select pg_catalog.string_agg(pg_catalog.format('%I = s.%I, ', c, c), '') from pg_catalog.unnest(v_cols) c)
                 || '_deleted = false, _hlc = s."sync.hlc"' end,
@@ -844,11 +835,11 @@ begin
       pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
       v_grouped, v_group, v_alike);
     v_call := sync.prepared_call(v_sql, array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text, p_bases::text,
-                                              p_action, v_versions::text, p_info.table_name::text, v_deleted::text]);
+                                              p_action, p_info.table_name::text]);
     begin
       execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
     exception when invalid_sql_statement_name then
-      perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb, numeric[], text, bigint[], text, boolean[]');
+      perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb, numeric[], text, text');
       execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
     end;
   end if;

@@ -684,6 +684,113 @@ describe('sync_push_runs', () => {
     expect(rows).toEqual([{ name: 'a', _version: '2' }, { name: 'b', _version: '2' }])
   })
 
+  it('answers an update or delete run of writes, conflicts, missing rows and tombstones in one go, as one by one would', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const [a, b, c, d, e, missing] = [randomUUID(), randomUUID(), randomUUID(), randomUUID(), randomUUID(), randomUUID()]
+    const setup = await rawRuns(client, {
+      client_id: clientId,
+      runs: [
+        { table: 'contacts', action: 'create', seq: [1, 2, 3, 4, 5], id: [a, b, c, d, e], data: ['a', 'b', 'c', 'd', 'e'].map((name) => ({ name })), base: null, hlc: null },
+        { table: 'contacts', action: 'delete', seq: [6], id: [d], base: [1], hlc: [null] },
+      ],
+    })
+    expect(setup.error).toBeNull()
+    const run = (action: string, seq: number[], id: string[], base: Array<number | null>, data?: unknown[]) =>
+      ({ table: 'contacts', action, seq, id, base, hlc: seq.map(() => null), ...(data ? { data } : {}) })
+    const { data, error } = await rawRuns(client, {
+      client_id: clientId,
+      runs: [
+        // a: base matches; b: stale base; a missing row; c: no base (last writer wins); d: a tombstone.
+        run('update', [7, 8, 9, 10, 11], [a, b, missing, c, d], [1, 7, 1, null, null], ['A', 'B', 'M', 'C', 'D'].map((name) => ({ name }))),
+        // d: already a tombstone (done); e: base matches; a: stale base (a is at 2 now).
+        run('delete', [12, 13, 14], [d, e, a], [null, 1, 1]),
+      ],
+    })
+    expect(error).toBeNull()
+    // The update run's written rows come back as one applied group: it was applied set-based, not
+    // one by one (a delete sends no columns, so its answers are not grouped).
+    const groups = (data as Array<Record<string, unknown>>).filter((element) => Array.isArray(element.seqs)).map((element) => element.seqs)
+    expect(groups).toEqual([[7, 10]])
+    const outcomes = bySeq(data)
+    expect([...outcomes.values()].map((o) => [o.seq, o.status, o.version ?? o.code, o.deleted]).sort((x, y) => Number(x[0]) - Number(y[0]))).toEqual([
+      [7, 'applied', 2, undefined],
+      [8, 'conflict', 1, false],
+      [9, 'rejected', 'P0002', undefined],
+      [10, 'applied', 2, undefined],
+      [11, 'conflict', 2, true],
+      [12, 'applied', 2, undefined],
+      [13, 'applied', 2, undefined],
+      [14, 'conflict', 2, false],
+    ])
+    expect(outcomes.get(8)!.row).toMatchObject({ id: b, name: 'b' })
+    expect(outcomes.get(14)!.row).toMatchObject({ id: a, name: 'A' })
+    const rows = await stack().query('select name, _version, _deleted from contacts where user_id = $1 order by name', [user])
+    expect(rows).toEqual([
+      { name: 'A', _version: '2', _deleted: false },
+      { name: 'C', _version: '2', _deleted: false },
+      { name: 'b', _version: '1', _deleted: false },
+      { name: 'd', _version: '2', _deleted: true },
+      { name: 'e', _version: '2', _deleted: true },
+    ])
+  })
+
+  it('applies an update run that writes one row twice as one by one would', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const id = randomUUID()
+    expect((await rawRuns(client, { client_id: clientId, runs: [{ table: 'contacts', action: 'create', seq: [1], id: [id], data: [{ name: 'a' }], base: null, hlc: null }] })).error).toBeNull()
+    // The second update's base is the version the first one writes: one by one, both apply.
+    const { data, error } = await rawRuns(client, {
+      client_id: clientId,
+      runs: [{ table: 'contacts', action: 'update', seq: [2, 3], id: [id, id.toUpperCase()], data: [{ name: 'b' }, { name: 'c' }], base: [1, 2], hlc: [null, null] }],
+    })
+    expect(error).toBeNull()
+    const outcomes = bySeq(data)
+    expect([2, 3].map((seq) => [outcomes.get(seq)!.status, outcomes.get(seq)!.version])).toEqual([['applied', 2], ['applied', 3]])
+    expect(await stack().query('select name, _version from contacts where id = $1', [id])).toEqual([{ name: 'c', _version: '3' }])
+  })
+
+  it.skipIf(!onRealPostgres)(`answers an update of a row changed while the run waited for it with the row as it now is${onRealPostgres ? '' : ` — skipped: ${PGLITE_ONE_SESSION}`}`, async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const [id, other] = [randomUUID(), randomUUID()]
+    expect((await rawRuns(client, { client_id: clientId, runs: [{ table: 'contacts', action: 'create', seq: [1, 2], id: [id, other], data: [{ name: 'a' }, { name: 'o' }], base: null, hlc: null }] })).error).toBeNull()
+    const writer = new pg.Client({ connectionString: stack().databaseUrl })
+    await writer.connect()
+    try {
+      // Another transaction changes the row (version 2) and holds it while the run starts.
+      await writer.query('begin')
+      await writer.query(`update contacts set name = 'theirs' where id = $1`, [id])
+      const pushed = rawRuns(client, {
+        client_id: clientId,
+        runs: [{ table: 'contacts', action: 'update', seq: [3, 4], id: [other, id], data: [{ name: 'O' }, { name: 'mine' }], base: [1, 1], hlc: [null, null] }],
+      })
+      // Wait until the run is blocked on that row.
+      for (let i = 0; i < 200; i++) {
+        const [waiting] = await stack().query<{ n: string }>(
+          `select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%sync_push_runs%'`)
+        if (Number(waiting!.n) > 0) break
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      await writer.query('commit')
+      const { data, error } = await pushed
+      expect(error).toBeNull()
+      const outcomes = bySeq(data)
+      // The run's snapshot still saw version 1; the answer is the row as committed.
+      expect(outcomes.get(3)).toMatchObject({ status: 'applied', version: 2 })
+      expect(outcomes.get(4)).toMatchObject({ status: 'conflict', version: 2, row: { name: 'theirs' } })
+    } finally {
+      await writer.end()
+    }
+    expect(await stack().query('select name, _version from contacts where user_id = $1 order by name', [user])).toEqual([
+      { name: 'O', _version: '2' }, { name: 'theirs', _version: '2' },
+    ])
+  })
+
   it('answers a retried batch, or part of it, from its stored groups as it answered at first', async () => {
     const user = newUser()
     const client = stack().createClient(user)
