@@ -612,6 +612,27 @@ begin
 end
 $$;
 
+-- Executes a run's statement p_sql (parameters of p_types) with p_args as the prepared statement of
+-- the session, preparing it first if the session has none (or a pooler dropped it). Every run
+-- statement answers these five columns.
+create or replace function sync.execute_run(p_sql text, p_types text, p_args text[],
+                                            out o_outcomes json[], out o_seqs bigint[], out o_complete boolean,
+                                            out o_group json, out o_group_seqs bigint[])
+  language plpgsql
+  set search_path = ''
+as $$
+declare
+  v_call text := sync.prepared_call(p_sql, p_args);
+begin
+  begin
+    execute v_call into o_outcomes, o_seqs, o_complete, o_group, o_group_seqs;
+  exception when invalid_sql_statement_name then
+    perform sync.prepare_run(p_sql, p_types);
+    execute v_call into o_outcomes, o_seqs, o_complete, o_group, o_group_seqs;
+  end;
+end
+$$;
+
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
                                           p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[],
                                           p_partial boolean,
@@ -645,6 +666,11 @@ declare
   c_rows_base constant text := $f$rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
       pg_catalog.unnest($3::text[]), pg_catalog.unnest($5::numeric[]), pg_catalog.jsonb_populate_recordset(null::%1$s, $4))
       with ordinality as s("sync.seq", "sync.id", "sync.hlc", "sync.base")$f$;
+  -- Whether an update or delete may write over row %1$s, as apply_mutation decides: not a delete
+  -- of a tombstone, the base version matching or absent, not an update of a tombstone unseen.
+  c_writable constant text := $f$(not ($6 = 'delete' and %1$s._deleted)
+      and (s."sync.base" is null or s."sync.base"::bigint = %1$s._version)
+      and not ($6 = 'update' and %1$s._deleted and s."sync.base" is null))$f$;
   -- `cross join lateral (select a.c1, a.c2, ...) alias`: the row of alias `a` as devices see it.
   c_public constant text := 'cross join lateral (select %s) %s';
   v_w text;               -- alias of a written row
@@ -656,8 +682,7 @@ declare
     uuid,date,time,timestamp,timestamptz,interval,jsonb,bytea,bool[],int2[],int4[],int8[],float4[],float8[],numeric[],
     text[],varchar[],bpchar[],uuid[],date[],timestamp[],timestamptz[],jsonb[]}';
   v_public text;          -- the laterals of a written row
-  v_sql text;             -- a statement of the run, and the `execute` of it prepared (see sync.prepare_run)
-  v_call text;
+  v_sql text;             -- a statement of the run (run by sync.execute_run)
 begin
   -- A sent key counts as a sent column: a create's data usually holds its row's key.
   select pg_catalog.array_agg(a.attname::text order by a.attnum),
@@ -774,13 +799,8 @@ begin
           v_grouped, v_group, v_alike,
           case when v_try = 1 then pg_catalog.format('on conflict (%I) do nothing', p_info.pk_column) else '' end,
           case when v_try = 1 then 'true' else 'false' end);
-        v_call := sync.prepared_call(v_sql, array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text]);
-        begin
-          execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
-        exception when invalid_sql_statement_name then
-          perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb');
-          execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
-        end;
+        select * into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs
+          from sync.execute_run(v_sql, 'bigint[], text[], text[], jsonb', array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text]);
         exit;
       exception when unique_violation then
         if v_try = 1 then
@@ -801,10 +821,7 @@ begin
       $q$with s as materialized (select s.*, %4$s as "sync.key" from %1$s),
               w as (update %2$s as t set %5$s
                       from s
-                     where t.%3$I = s."sync.key"
-                       and not ($6 = 'delete' and t._deleted)
-                       and (s."sync.base" is null or s."sync.base"::bigint = t._version)
-                       and not ($6 = 'update' and t._deleted and s."sync.base" is null)
+                     where t.%3$I = s."sync.key" and %14$s
                     returning s.ordinality as "sync.n", t.*),
               -- The rows not written (usually none), then each one's current row by its key: a
               -- lateral with a limit, so it stays a lookup by key per row left, not a join with
@@ -819,9 +836,7 @@ begin
                   when $6 = 'delete' and c._deleted then %6$s
                   else %7$s end order by s.ordinality) filter (where not %11$s),
                 pg_catalog.array_agg(s."sync.seq" order by s.ordinality) filter (where not %11$s),
-                pg_catalog.bool_and(w."sync.n" is not null or c."sync.n" is null or ($6 = 'delete' and c._deleted)
-                                    or (s."sync.base" is not null and s."sync.base"::bigint <> c._version)
-                                    or ($6 = 'update' and c._deleted and s."sync.base" is null))
+                pg_catalog.bool_and(w."sync.n" is not null or c."sync.n" is null or not %15$s)
                   and pg_catalog.count(distinct s."sync.key") = pg_catalog.count(*), %12$s
            from s left join w on w."sync.n" = s.ordinality left join cur c on c."sync.n" = s.ordinality
            %9$s %10$s$q$,
@@ -833,15 +848,10 @@ begin
       pg_catalog.format(c_applied, v_w, '"sync.rw"'),
       v_public,
       pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),
-      v_grouped, v_group, v_alike);
-    v_call := sync.prepared_call(v_sql, array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text, p_bases::text,
-                                              p_action, p_info.table_name::text]);
-    begin
-      execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
-    exception when invalid_sql_statement_name then
-      perform sync.prepare_run(v_sql, 'bigint[], text[], text[], jsonb, numeric[], text, text');
-      execute v_call into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs;
-    end;
+      v_grouped, v_group, v_alike, pg_catalog.format(c_writable, 't'), pg_catalog.format(c_writable, 'c'));
+    select * into o_outcomes, o_seqs, v_complete, o_group, o_group_seqs
+      from sync.execute_run(v_sql, 'bigint[], text[], text[], jsonb, numeric[], text, text',
+                            array[p_seqs::text, p_ids::text, p_stamps::text, v_data::text, p_bases::text, p_action, p_info.table_name::text]);
   end if;
   if not v_complete then
     -- A row was neither written nor answered (e.g. a trigger skipped it): let the caller decide.
