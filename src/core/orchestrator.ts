@@ -20,7 +20,7 @@
  *   except a local write whose local storage failed (the app must know its write did not happen).
  */
 import type { Backend, Change, Row } from './protocol.js'
-import type { Storage } from './storage.js'
+import { deleteOp, setOp, type Storage } from './storage.js'
 import type { Environment, Unsubscribe } from './env.js'
 import { createSilentLogger, type Logger } from './logger.js'
 import { AbortError, SyncError, StorageError, isAbortError } from './errors.js'
@@ -254,7 +254,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     if (!clientId) clientId = typeof storedClientId === 'string' ? storedClientId : ''
     if (!clientId) {
       clientId = randomUuid()
-      await storage.commit([{ type: 'set', key: META_CLIENT_ID, value: clientId }])
+      await storage.commit([setOp(META_CLIENT_ID, clientId)])
     }
     cursor = typeof storedCursor === 'string' ? storedCursor : null
     resync = storedResync === true ? { seen: new Set() } : null
@@ -453,7 +453,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         remoteDeleted: remote.deleted,
         remoteHlc: remote.hlc,
       }
-      tx.write({ type: 'set', key: CONFLICT_PREFIX + entry.id, value: entry })
+      tx.write(setOp(CONFLICT_PREFIX + entry.id, entry))
       tx.add({ ops: [], apply: () => void conflicts.set(entry.id, entry) })
       tx.add(table.put(key, { ...rec, version: remote.version ?? rec.version, state: 'conflict' }))
       return
@@ -522,7 +522,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       const page = await backend.pull(resync ? request : { ...request, skipNode: clock.nodeId }, { signal })
       if (page.reset) {
         await transact((tx) => {
-          tx.write({ type: 'set', key: META_RESYNC, value: true }, { type: 'delete', key: META_CURSOR })
+          tx.write(setOp(META_RESYNC, true), deleteOp(META_CURSOR))
           tx.add({ ops: [], apply: () => { cursor = null; resync = { seen: new Set() } } })
         })
         logger.info('pull cursor is older than the retention horizon; resyncing from scratch')
@@ -537,7 +537,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
             const touched = new Map<string, string[]>()
             for (let i = from; i < to; i++) applyChange(tx, page.changes[i]!, touched)
             if (to === page.changes.length) {
-              tx.write(page.cursor === null ? { type: 'delete', key: META_CURSOR } : { type: 'set', key: META_CURSOR, value: page.cursor })
+              tx.write(page.cursor === null ? deleteOp(META_CURSOR) : setOp(META_CURSOR, page.cursor))
               tx.add({ ops: [], apply: () => void (cursor = page.cursor) })
             }
             tx.afterCommit(() => {
@@ -567,7 +567,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
           if (rec.state === 'synced' && rec.version !== null && !seen.has(`${c.table}\u0000${key}`)) tx.add(table.remove(key))
         }
       }
-      tx.write({ type: 'delete', key: META_RESYNC })
+      tx.write(deleteOp(META_RESYNC))
       tx.add({ ops: [], apply: () => void (resync = null) })
     })
   }
@@ -597,7 +597,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       const entry = [...conflicts.values()].find((x) => x.collection === c.name && x.recordId === key)
       if (entry) {
         const next: StoredConflict = { ...entry, remote: change.deleted ? null : change.row, remoteVersion: change.version, remoteDeleted: change.deleted, remoteHlc: change.hlc }
-        tx.write({ type: 'set', key: CONFLICT_PREFIX + entry.id, value: next })
+        tx.write(setOp(CONFLICT_PREFIX + entry.id, next))
         tx.add({ ops: [], apply: () => void conflicts.set(entry.id, next) })
       }
       tx.add(table.put(key, { ...rec, version: change.version }))
@@ -753,7 +753,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         const c = configOf(entry.collection)
         const table = tableOf(c.name)
         const rec = table.get(entry.recordId)
-        tx.write({ type: 'delete', key: CONFLICT_PREFIX + entry.id })
+        tx.write(deleteOp(CONFLICT_PREFIX + entry.id))
         tx.add({ ops: [], apply: () => void conflicts.delete(entry.id) })
         if (!rec) continue
         const queued = queue.pendingFor(c.table, entry.recordId).filter((i) => !i.sent)
@@ -835,10 +835,10 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       const quarantined: DamagedEntry[] = [...damaged]
       const ops: import('./storage.js').StorageOp[] = []
       for (const d of quarantined) {
-        ops.push({ type: 'set', key: QUARANTINE_PREFIX + d.key, value: { key: d.key, value: safeJson(d.value), problem: d.problem, at: env.now() } })
-        ops.push({ type: 'delete', key: d.key })
+        ops.push(setOp(QUARANTINE_PREFIX + d.key, { key: d.key, value: safeJson(d.value), problem: d.problem, at: env.now() }))
+        ops.push(deleteOp(d.key))
       }
-      ops.push({ type: 'delete', key: META_CURSOR }, { type: 'set', key: META_RESYNC, value: true })
+      ops.push(deleteOp(META_CURSOR), setOp(META_RESYNC, true))
       await storage.commit(ops)
       await loadState()
       return { quarantined: quarantined.map((d) => ({ key: d.key, problem: d.problem })) }

@@ -26,7 +26,7 @@
  *   length of the one record's own queue, which coalescing keeps short.
  */
 import type { MutationAction, Row } from './protocol.js'
-import type { Storage, StorageOp } from './storage.js'
+import { deleteOp, setOp, type Storage, type StorageOp } from './storage.js'
 import type { Priority } from './types.js'
 import { createSilentLogger, type Logger } from './logger.js'
 import {
@@ -280,12 +280,20 @@ interface State {
   nextSeq: number
 }
 
+/**
+ * One in-memory change of a plan (`nextSeq`'s `seq` is the counter's new value). Changes are built
+ * only by the functions below, so all have one object shape (type, item, seq): the code running
+ * plans stays monomorphic instead of being sent back to be compiled again when the first removal
+ * of a sync reaches it.
+ */
 type Change =
-  | { type: 'put'; item: QueueItem }
-  | { type: 'remove'; seq: number }
-  | { type: 'putFailed'; item: FailedItem }
-  | { type: 'removeFailed'; seq: number }
-  | { type: 'nextSeq'; value: number }
+  | { type: 'put'; item: QueueItem; seq: number }
+  | { type: 'putFailed'; item: FailedItem; seq: number }
+  | { type: 'remove' | 'removeFailed' | 'nextSeq'; item: null; seq: number }
+
+const putChange = (item: QueueItem): Change => ({ type: 'put', item, seq: item.seq })
+const putFailedChange = (item: FailedItem): Change => ({ type: 'putFailed', item, seq: item.seq })
+const seqChange = (type: 'remove' | 'removeFailed' | 'nextSeq', seq: number): Change => ({ type, item: null, seq })
 
 interface Resolved {
   storage: Storage
@@ -537,15 +545,15 @@ export function createQueue(options: QueueOptions): Queue {
   function opOf(change: Change): StorageOp {
     switch (change.type) {
       case 'put':
-        return { type: 'set', key: seqKey(o.prefix, change.item.seq), value: change.item }
+        return setOp(seqKey(o.prefix, change.seq), change.item)
       case 'remove':
-        return { type: 'delete', key: seqKey(o.prefix, change.seq) }
+        return deleteOp(seqKey(o.prefix, change.seq))
       case 'putFailed':
-        return { type: 'set', key: seqKey(o.failedPrefix, change.item.seq), value: change.item }
+        return setOp(seqKey(o.failedPrefix, change.seq), change.item)
       case 'removeFailed':
-        return { type: 'delete', key: seqKey(o.failedPrefix, change.seq) }
+        return deleteOp(seqKey(o.failedPrefix, change.seq))
       case 'nextSeq':
-        return { type: 'set', key: o.counterKey, value: change.value }
+        return setOp(o.counterKey, change.seq)
     }
   }
 
@@ -560,7 +568,7 @@ export function createQueue(options: QueueOptions): Queue {
       case 'removeFailed':
         return removeFailed(state, change.seq)
       case 'nextSeq':
-        state.nextSeq = change.value
+        state.nextSeq = change.seq
     }
   }
 
@@ -723,9 +731,9 @@ export function createQueue(options: QueueOptions): Queue {
       if (last && !last.sent) {
         const merged = coalesce(last, { action: input.action, data: input.data, hlc: input.hlc, priority, remoteId })
         if (merged === 'cancel') {
-          return plan([{ type: 'remove', seq: last.seq }], { outcome: 'cancelled' as const, item: null, cancelled: [last] })
+          return plan([seqChange('remove', last.seq)], { outcome: 'cancelled' as const, item: null, cancelled: [last] })
         }
-        if (merged) return plan([{ type: 'put', item: merged }], { outcome: 'coalesced' as const, item: merged, cancelled: [] })
+        if (merged) return plan([putChange(merged)], { outcome: 'coalesced' as const, item: merged, cancelled: [] })
       }
       const seq = takeSeq(state.nextSeq)
       const item = freezeItem<QueueItem>({
@@ -748,8 +756,8 @@ export function createQueue(options: QueueOptions): Queue {
       })
       return plan(
         [
-          { type: 'put', item },
-          { type: 'nextSeq', value: seq + 1 },
+          putChange(item),
+          seqChange('nextSeq', seq + 1),
         ],
         { outcome: 'appended' as const, item, cancelled: [] },
       )
@@ -773,7 +781,7 @@ export function createQueue(options: QueueOptions): Queue {
         seen.add(seq)
         const frozenBase = item.sent || !options.baseVersions?.has(seq) ? item.baseVersion : (options.baseVersions.get(seq) ?? null)
         const next = freezeItem(sentItem(item, now, frozenBase))
-        changes.push({ type: 'put', item: next })
+        changes.push(putChange(next))
         items.push(next)
       }
       return plan(changes, { items })
@@ -783,7 +791,7 @@ export function createQueue(options: QueueOptions): Queue {
       requireLoaded()
       const removed = itemsOf(new Set(seqs))
       return plan(
-        removed.map((item) => ({ type: 'remove', seq: item.seq })),
+        removed.map((item) => seqChange('remove', item.seq)),
         { removed },
       )
     },
@@ -796,8 +804,8 @@ export function createQueue(options: QueueOptions): Queue {
       const failed = freezeItem<FailedItem>({ ...item, error: reason, failedAt: options.now ?? o.now() })
       return plan(
         [
-          { type: 'remove', seq },
-          { type: 'putFailed', item: failed },
+          seqChange('remove', seq),
+          putFailedChange(failed),
         ],
         { item: failed },
       )
@@ -808,7 +816,7 @@ export function createQueue(options: QueueOptions): Queue {
       const reason = copyError(error)
       const items = itemsOf(new Set(typeof seqs === 'number' ? [seqs] : seqs))
       return plan(
-        items.map((item) => ({ type: 'put', item: freezeItem({ ...item, error: reason }) })),
+        items.map((item) => putChange(freezeItem({ ...item, error: reason }))),
         {},
       )
     },
@@ -819,7 +827,7 @@ export function createQueue(options: QueueOptions): Queue {
       const changes: Change[] = []
       for (const item of itemsOf(chain?.seqs ?? [])) {
         if (item.sent || item.action === 'create' || item.baseVersion === baseVersion) continue
-        changes.push({ type: 'put', item: freezeItem({ ...item, baseVersion }) })
+        changes.push(putChange(freezeItem({ ...item, baseVersion })))
       }
       return plan(changes, {})
     },
@@ -829,11 +837,11 @@ export function createQueue(options: QueueOptions): Queue {
       const key = chainKey(entityType, localId)
       const changes: Change[] = []
       for (const item of itemsOf(state.chains.get(entityType, localId)?.seqs ?? [])) {
-        changes.push({ type: 'put', item: freezeItem({ ...item, recordId: remoteId, remoteId }) })
+        changes.push(putChange(freezeItem({ ...item, recordId: remoteId, remoteId })))
       }
       for (const seq of [...(state.failedByRecord.get(key) ?? [])].sort((a, b) => a - b)) {
         const item = state.failed.get(seq)!
-        changes.push({ type: 'putFailed', item: freezeItem({ ...item, recordId: remoteId, remoteId }) })
+        changes.push(putFailedChange(freezeItem({ ...item, recordId: remoteId, remoteId })))
       }
       return plan(changes, {})
     },
@@ -850,10 +858,10 @@ export function createQueue(options: QueueOptions): Queue {
       for (const failed of selectFailed(ids)) {
         const { failedAt: _failedAt, ...rest } = failed
         const item = freezeItem<QueueItem>({ ...rest, seq: takeSeq(next++), sent: false, attempts: 0, lastAttempt: null, error: null })
-        changes.push({ type: 'removeFailed', seq: failed.seq }, { type: 'put', item })
+        changes.push(seqChange('removeFailed', failed.seq), putChange(item))
         retried.push(item)
       }
-      if (retried.length > 0) changes.push({ type: 'nextSeq', value: next })
+      if (retried.length > 0) changes.push(seqChange('nextSeq', next))
       return plan(changes, { retried })
     },
 
@@ -861,7 +869,7 @@ export function createQueue(options: QueueOptions): Queue {
       requireLoaded()
       const discarded = selectFailed(ids)
       return plan(
-        discarded.map((item) => ({ type: 'removeFailed', seq: item.seq })),
+        discarded.map((item) => seqChange('removeFailed', item.seq)),
         { discarded },
       )
     },
@@ -892,7 +900,7 @@ export function createQueue(options: QueueOptions): Queue {
         .filter((item) => options.includeSent || !item.sent)
         .sort((a, b) => a.seq - b.seq)
       return plan(
-        discarded.map((item) => ({ type: 'remove', seq: item.seq })),
+        discarded.map((item) => seqChange('remove', item.seq)),
         { discarded },
       )
     },
@@ -919,8 +927,8 @@ export function createQueue(options: QueueOptions): Queue {
         }
         if (gone.length === 0) continue
         removed += gone.length
-        for (const seq of gone) changes.push({ type: 'remove', seq })
-        for (const item of kept) if (state.items.get(item.seq) !== item) changes.push({ type: 'put', item })
+        for (const seq of gone) changes.push(seqChange('remove', seq))
+        for (const item of kept) if (state.items.get(item.seq) !== item) changes.push(putChange(item))
       }
       return plan(changes, { removed })
     },

@@ -14,7 +14,7 @@
  */
 import { z } from 'zod'
 import type { Row } from './protocol.js'
-import type { StorageOp } from './storage.js'
+import { deleteOp, setOp, type StorageOp } from './storage.js'
 import type { RecordSyncState } from './types.js'
 
 /** Persisted state of one record. */
@@ -79,7 +79,7 @@ export class RecordTable {
   /** Ops to store `envelope` under `id`, and the in-memory update to run once committed. */
   put(id: string, envelope: RecordEnvelope): { ops: StorageOp[]; apply: () => void } {
     return {
-      ops: [{ type: 'set', key: recordKey(this.name, id), value: envelope }],
+      ops: [setOp(recordKey(this.name, id), envelope)],
       apply: () => {
         this.records.set(id, envelope)
         this.invalidate()
@@ -89,7 +89,7 @@ export class RecordTable {
 
   remove(id: string): { ops: StorageOp[]; apply: () => void } {
     return {
-      ops: [{ type: 'delete', key: recordKey(this.name, id) }],
+      ops: [deleteOp(recordKey(this.name, id))],
       apply: () => {
         this.records.delete(id)
         this.invalidate()
@@ -99,7 +99,7 @@ export class RecordTable {
 
   alias(localId: string, remoteId: string): { ops: StorageOp[]; apply: () => void } {
     return {
-      ops: [{ type: 'set', key: aliasKey(this.name, localId), value: remoteId }],
+      ops: [setOp(aliasKey(this.name, localId), remoteId)],
       apply: () => {
         this.aliases.set(localId, remoteId)
       },

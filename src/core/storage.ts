@@ -12,10 +12,24 @@
  * - A failed commit (e.g. quota exceeded) throws a `StorageError` and leaves the store unchanged.
  */
 
-/** One write in an atomic commit. */
+/** One write in an atomic commit (a delete's `value`, when present, is `undefined`). */
 export type StorageOp =
   | { type: 'set'; key: string; value: unknown }
-  | { type: 'delete'; key: string }
+  | { type: 'delete'; key: string; value?: undefined }
+
+/**
+ * A set op. The engine builds every op with `setOp` or `deleteOp`, so all its ops have one object
+ * shape (type, key, value): an adapter's commit loop then stays monomorphic, and is not sent back
+ * to be compiled again when the first delete reaches it in the middle of a sync.
+ */
+export function setOp(key: string, value: unknown): StorageOp {
+  return { type: 'set', key, value }
+}
+
+/** A delete op, of the same shape as {@link setOp}'s. */
+export function deleteOp(key: string): StorageOp {
+  return { type: 'delete', key, value: undefined }
+}
 
 /** An entry returned by `scan`. */
 export interface StorageEntry {
