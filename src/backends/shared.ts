@@ -8,6 +8,7 @@
  * nothing). It is not `permanent`, so a server-side fault never dead-letters a user's writes.
  */
 import { z } from 'zod'
+import { mapPacked } from '../core/arrays.js'
 import { SyncError } from '../core/errors.js'
 import { isValidHlcNodeId } from '../core/hlc.js'
 import type { Change, Cursor, Mutation, MutationOutcome, PullRequest, PullResult, Row, TableChecksum } from '../core/protocol.js'
@@ -260,8 +261,8 @@ function inOrderGroup(element: object, mutations: readonly Mutation[]): Mutation
     if (group.seqs[k] !== mutations[k]!.seq || (k > 0 && mutations[k]!.seq <= mutations[k - 1]!.seq)) return undefined
   }
   const columns = Object.entries(group.row)
-  const same = Object.entries(group.same ?? {}).map(([column, value]): [string, () => unknown] => [column, sameValue(value)])
-  return mutations.map((mutation, k) => memberOutcome({ group, columns, same, k }, mutation))
+  const same = mapPacked(Object.entries(group.same ?? {}), ([column, value]): [string, () => unknown] => [column, sameValue(value)])
+  return mapPacked(mutations, (mutation, k) => memberOutcome({ group, columns, same, k }, mutation))
 }
 
 /**
@@ -293,7 +294,7 @@ export function decodePushAnswer(data: unknown, mutations: readonly Mutation[], 
     if (typeof element === 'object' && element !== null && 'seqs' in element) {
       const group = decode(appliedGroupSchema, element, `push (element ${i})`)
       const columns = Object.entries(group.row)
-      const same = Object.entries(group.same ?? {}).map(([column, value]): [string, () => unknown] => [column, sameValue(value)])
+      const same = mapPacked(Object.entries(group.same ?? {}), ([column, value]): [string, () => unknown] => [column, sameValue(value)])
       for (let k = 0; k < group.seqs.length; k++) answer(group.seqs[k]!, { group, columns, same, k })
     } else {
       const outcome = decode(outcomeSchema, element, `push (element ${i})`)

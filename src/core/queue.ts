@@ -27,6 +27,7 @@
  */
 import type { MutationAction, Row } from './protocol.js'
 import { deleteOp, setOp, type Storage, type StorageOp } from './storage.js'
+import { mapPacked } from './arrays.js'
 import type { Priority } from './types.js'
 import { createSilentLogger, type Logger } from './logger.js'
 import {
@@ -577,7 +578,7 @@ export function createQueue(options: QueueOptions): Queue {
     let applied = false
     return {
       ...extra,
-      ops: changes.map(opOf),
+      ops: mapPacked(changes, opOf),
       apply() {
         if (applied) return
         if (changes.length > 0) {
@@ -791,7 +792,7 @@ export function createQueue(options: QueueOptions): Queue {
       requireLoaded()
       const removed = itemsOf(new Set(seqs))
       return plan(
-        removed.map((item) => seqChange('remove', item.seq)),
+        mapPacked(removed, (item) => seqChange('remove', item.seq)),
         { removed },
       )
     },

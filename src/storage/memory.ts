@@ -1,3 +1,4 @@
+import { mapPacked } from '../core/arrays.js'
 import { StorageError } from '../core/errors.js'
 import type { StorageEntry, StorageOp } from '../core/storage.js'
 import type { InspectableStorage } from './corruption.js'
@@ -118,7 +119,7 @@ export function createMemoryStorage(options: MemoryStorageOptions = {}): MemoryS
     async commit(ops: readonly StorageOp[]) {
       check()
       // Clone first so a value that cannot be cloned fails the whole commit before anything changes.
-      const values = ops.map((op) => (op.type === 'set' ? toStore(op.value) : undefined))
+      const values = mapPacked(ops, (op) => (op.type === 'set' ? toStore(op.value) : undefined))
       for (let i = 0; i < ops.length; i++) {
         const op = ops[i]!
         if (op.type === 'set') {
