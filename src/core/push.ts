@@ -142,6 +142,25 @@ export function createPushLoop(ctx: PushContext): PushLoop {
     }
   }
 
+  // pickBatch's loops over items live in these two: a loop in the async pickBatch would have V8
+  // optimize the whole of it (inlining the transaction and the host's turn) in the middle of a
+  // sync, for a function that runs once per batch.
+
+  /** The records of `flight`'s batch (none when there is no flight). */
+  function recordsOf(flight: Flight | null): RecordMap<true> {
+    const seen = new RecordMap<true>()
+    if (flight) for (const item of flight.batch) seen.set(item.entityType, item.recordId, true)
+    return seen
+  }
+
+  /** Appends a frozen slice's items, and their mutations, to a batch. */
+  function appendSlice(batch: QueueItem[], mutations: Mutation[], slice: readonly QueueItem[]): void {
+    for (const item of slice) {
+      batch.push(item)
+      mutations.push(toMutation(item, item.baseVersion))
+    }
+  }
+
   /**
    * Picks and freezes the next batch, in slices of at most FREEZE_SLICE items with a turn for the
    * host between them. Each slice is picked, frozen and read back inside one transaction, so no
@@ -153,8 +172,7 @@ export function createPushLoop(ctx: PushContext): PushLoop {
   async function pickBatch(signal: AbortSignal, highPriorityOnly: boolean, ahead: Flight | null, size: number): Promise<Picked | null> {
     // The records of a batch still on the wire wait for its answer: their next item needs the
     // version it produces.
-    const seen = new RecordMap<true>()
-    for (const item of ahead?.batch ?? []) seen.set(item.entityType, item.recordId, true)
+    const seen = recordsOf(ahead)
     const read: { last?: DeliveryPosition } = {}
     const batch: QueueItem[] = []
     const mutations: Mutation[] = []
@@ -180,10 +198,7 @@ export function createPushLoop(ctx: PushContext): PushLoop {
         return plan.items
       })
       if (!slice) break
-      for (const item of slice) {
-        batch.push(item)
-        mutations.push(toMutation(item, item.baseVersion))
-      }
+      appendSlice(batch, mutations, slice)
       if (slice.length < want) break
     }
     return batch.length === 0 ? null : { batch, mutations, fresh }
@@ -198,7 +213,7 @@ export function createPushLoop(ctx: PushContext): PushLoop {
     const answer = backend.push(clientId(), picked.mutations, options)
     // Settled by land(), or dropped after a failure (the items stay sent, and are sent again).
     answer.catch(() => {})
-    return { ...picked, answer }
+    return { batch: picked.batch, mutations: picked.mutations, fresh: picked.fresh, answer }
   }
 
   /**
