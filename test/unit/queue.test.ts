@@ -404,6 +404,26 @@ describe('push results', () => {
 })
 
 describe('plans', () => {
+  it('build every storage op with one shape (type, key, value), deletes included', async () => {
+    // The storage's commit loop is compiled for the ops it has seen: an op of another shape (a
+    // delete without `value`) arriving mid-sync sends it back to be compiled again.
+    const { queue, run } = await open()
+    const plans: QueuePlan[] = []
+    const keep = async <P extends QueuePlan>(plan: P): Promise<P> => (plans.push(plan), run(plan))
+    const a = await keep(queue.enqueue(write('create', 'a', { id: 'a' })))
+    const b = await keep(queue.enqueue(write('create', 'b', { id: 'b' })))
+    const c = await keep(queue.enqueue(write('create', 'c', { id: 'c' })))
+    await keep(queue.markSent([a.item!, b.item!]))
+    await keep(queue.ack([a.item!.seq]))
+    await keep(queue.fail(b.item!.seq, { kind: 'permanent', message: 'no' }))
+    await keep(queue.retryFailed())
+    await keep(queue.enqueue(write('delete', 'c', null)))
+    const ops = plans.flatMap((plan) => plan.ops)
+    expect(new Set(ops.map((op) => op.type))).toEqual(new Set(['set', 'delete']))
+    for (const op of ops) expect(Object.keys(op)).toEqual(['type', 'key', 'value'])
+    expect(c.item).not.toBeNull()
+  })
+
   it('leave the queue unchanged when the commit fails and apply is not called', async () => {
     const memory = createMemoryStorage()
     let failCommits = false
