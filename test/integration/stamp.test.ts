@@ -4,6 +4,8 @@
  * before; and a push's set-based runs write such rows, so the trigger does not run for them.
  */
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import pg from 'pg'
@@ -125,6 +127,24 @@ describe('stamping triggers', () => {
     } finally {
       await session.end()
     }
+  })
+
+  it('replace the one trigger of a table made syncable by an earlier version when the migration runs again', async () => {
+    await stack().query(`
+      create table if not exists public.stamp_old (id int primary key, name text);
+      select sync_enable_table('public.stamp_old', null);
+      drop trigger sync_stamp_update on public.stamp_old;
+      create or replace trigger sync_stamp before insert or update on public.stamp_old for each row execute function sync.stamp_row();`)
+    const triggers = () =>
+      stack().query<{ name: string; insert: boolean; update: boolean; when: boolean }>(`
+        select tgname as name, (tgtype & 4) <> 0 as insert, (tgtype & 16) <> 0 as update, tgqual is not null as when
+          from pg_catalog.pg_trigger where tgrelid = 'public.stamp_old'::regclass and tgname like 'sync_stamp%' order by tgname`)
+    expect(await triggers()).toEqual([{ name: 'sync_stamp', insert: true, update: true, when: false }])
+    await stack().query(readFileSync(fileURLToPath(new URL('../../sql/sync_orchestrator.sql', import.meta.url)), 'utf8'))
+    expect(await triggers()).toEqual([
+      { name: 'sync_stamp', insert: true, update: false, when: true },
+      { name: 'sync_stamp_update', insert: false, update: true, when: true },
+    ])
   })
 
   it("are not run for the rows of a push's set-based runs, which are stamped as the trigger would", async () => {
