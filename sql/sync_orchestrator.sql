@@ -130,13 +130,15 @@ create policy own_xids_own on sync.own_xids
 -- Zero padding makes text order (collate "C") equal clock order.
 -- Checks spell the node id as `[!-9;-~]+` with a length bound on the whole stamp, not as
 -- `[!-9;-~]{1,128}`: PostgreSQL's regex engine expands a bounded repeat, and matching that form
--- cost about 5 µs a stamp, on every row written.
+-- cost about 5 µs a stamp, on every row written. For the same reason the digits are matched as
+-- `[0-9]+:[0-9]+:` with the two colons' positions (16, 22) checked apart, which is the same as
+-- `[0-9]{15}:[0-9]{5}:` (a node id holds no colon) at a third of the cost (~0.4 against ~1.3 µs).
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function sync.hlc_is_valid(p_hlc text) returns boolean
   language sql immutable
   set search_path = ''
-as $$ select p_hlc is not null and p_hlc collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]+$' and pg_catalog.length(p_hlc) <= 150 $$;
+as $$ select p_hlc is not null and p_hlc collate "C" ~ '^[0-9]+:[0-9]+:[!-9;-~]+$' and pg_catalog.substr(p_hlc, 16, 1) = ':' and pg_catalog.substr(p_hlc, 22, 1) = ':' and pg_catalog.length(p_hlc) <= 150 $$;
 
 -- A writer's stamp is kept only if well formed and at most a day ahead of the server clock (the
 -- devices' default drift bound), so one device with a wild clock cannot pin a row's stamp.
@@ -193,7 +195,7 @@ declare
   v_now bigint := pg_catalog.floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint;
   -- hlc_acceptable(new._hlc): well formed and at most a day ahead of the server clock.
   v_ok boolean := new._hlc is not null
-                  and new._hlc collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]+$' and pg_catalog.length(new._hlc) <= 150
+                  and new._hlc collate "C" ~ '^[0-9]+:[0-9]+:[!-9;-~]+$' and pg_catalog.substr(new._hlc, 16, 1) = ':' and pg_catalog.substr(new._hlc, 22, 1) = ':' and pg_catalog.length(new._hlc) <= 150
                   and pg_catalog.left(new._hlc, 15)::bigint <= v_now + 86400000;
   v_prev text;
   v_wall bigint;
@@ -224,7 +226,7 @@ begin
   v_prev := old._hlc;
   v_wall := v_now;
   v_counter := 0;
-  if v_prev is not null and v_prev collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]+$' and pg_catalog.length(v_prev) <= 150
+  if v_prev is not null and v_prev collate "C" ~ '^[0-9]+:[0-9]+:[!-9;-~]+$' and pg_catalog.substr(v_prev, 16, 1) = ':' and pg_catalog.substr(v_prev, 22, 1) = ':' and pg_catalog.length(v_prev) <= 150
      and pg_catalog.left(v_prev, 15)::bigint >= v_now then
     v_wall := pg_catalog.left(v_prev, 15)::bigint;
     v_counter := pg_catalog.substr(v_prev, 17, 5)::int + 1;
@@ -273,7 +275,7 @@ as $$
 declare
   -- stamp_row's v_ok: well formed, at most a day ahead of the server clock (the cast only once the
   -- form is known good).
-  c_acceptable constant text := $w$case when new._hlc collate "C" ~ '^[0-9]{15}:[0-9]{5}:[!-9;-~]+$' and pg_catalog.length(new._hlc) <= 150
+  c_acceptable constant text := $w$case when new._hlc collate "C" ~ '^[0-9]+:[0-9]+:[!-9;-~]+$' and pg_catalog.substr(new._hlc, 16, 1) = ':' and pg_catalog.substr(new._hlc, 22, 1) = ':' and pg_catalog.length(new._hlc) <= 150
       then pg_catalog.left(new._hlc, 15)::bigint <= pg_catalog.floor(extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint + 86400000
       else false end$w$;
   c_current constant text := 'pg_catalog.pg_trigger_depth() = 0 and new._xid = pg_catalog.pg_current_xact_id() and new.updated_at = pg_catalog.now()';

@@ -11,6 +11,7 @@ import fc from 'fast-check'
 import pg from 'pg'
 import type { Mutation } from '../../src/core/protocol.js'
 import { decodePushAnswer, encodePushBody } from '../../src/backends/shared.js'
+import { isHlc } from '../../src/core/hlc.js'
 import { expectStatus, newUser, useStack } from '../helpers/stack.js'
 
 const stack = useStack()
@@ -97,6 +98,52 @@ describe('stamping triggers', () => {
           }
         }),
         { seed, numRuns: 60 },
+      )
+    } finally {
+      await session.end()
+    }
+  })
+
+  it("keep a writer's stamp exactly when the devices' format says it is one (property)", async () => {
+    // Stamps in the past, built from near-misses of the format: walls and counters one digit
+    // short or long, another separator, node ids with a space, a colon, non-ASCII, too long.
+    const digits = (n: number) => fc.stringMatching(new RegExp(`^[0-9]{${n}}$`))
+    // (A wall of 15 digits is never ahead of the server's clock: only the form decides.)
+    const wall = fc.oneof(
+      fc.integer({ min: 0, max: Date.now() }).map((ms) => String(ms).padStart(15, '0')),
+      fc.constantFrom(13, 14, 16, 17).chain((n) => digits(n)),
+    )
+    const counter = fc.integer({ min: 4, max: 6 }).chain((n) => digits(n))
+    const node = fc.oneof(
+      fc.stringMatching(/^[!-9;-~]{1,8}$/),
+      fc.string({ minLength: 0, maxLength: 6 }),
+      fc.constantFrom('a b', 'a:b', 'é', 'n'.repeat(128), 'n'.repeat(129), ''),
+    )
+    const sep = fc.constantFrom(':', ':', ':', ';', '')
+    const stamp = fc.tuple(wall, sep, counter, sep, node).map((parts) => parts.join(''))
+    await stack().query(`
+      create table if not exists public.stamp_form (id int primary key, name text);
+      select sync_enable_table('public.stamp_form', null);`)
+    const session = new pg.Client({ connectionString: stack().databaseUrl })
+    await session.connect()
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(stamp, { minLength: 1, maxLength: 20 }), async (stamps) => {
+          await session.query('begin')
+          try {
+            const { rows } = await session.query<{ hlc: string; valid: boolean; kept: string }>(
+              `with ins as (insert into public.stamp_form (id, name, _hlc) select n, 'x', h from unnest($1::text[]) with ordinality u(h, n) returning id, _hlc)
+               select u.h as hlc, sync.hlc_is_valid(u.h) as valid, i._hlc as kept from unnest($1::text[]) with ordinality u(h, n) join ins i on i.id = u.n order by u.n`,
+              [stamps],
+            )
+            for (const row of rows) {
+              expect({ hlc: row.hlc, valid: row.valid, kept: row.kept === row.hlc }).toEqual({ hlc: row.hlc, valid: isHlc(row.hlc), kept: isHlc(row.hlc) })
+            }
+          } finally {
+            await session.query('rollback')
+          }
+        }),
+        { seed, numRuns: 40 },
       )
     } finally {
       await session.end()
