@@ -1037,7 +1037,6 @@ declare
   v_bases numeric[];
   v_stamps text[];
   v_fast boolean;
-  v_ok boolean[];         -- the current run's elements: ids, data, bases, stamps well typed
   v_info sync.tables;
   v_outcomes json[];
   v_outcome_seqs bigint[];
@@ -1179,39 +1178,65 @@ begin
       (select coalesce(pg_catalog.array_agg(k order by k), '{}')
          from pg_catalog.jsonb_object_keys(case when pg_catalog.jsonb_typeof(v_data -> 0) = 'object' then v_data -> 0 else '{}'::jsonb end) k
         where k not in ('_version', '_xid', '_deleted', '_hlc')) end;
-    -- The fresh mutations, as columns, and the checks of every element. JSON null data is the same
-    -- as no data: {}. When every mutation is fresh, the run's own data array goes to apply_run as
-    -- it is (a null in it makes the run go one by one).
-    select pg_catalog.array_agg(z.i #>> '{}' order by z.k) filter (where z.fresh),
-           pg_catalog.jsonb_agg(case when pg_catalog.jsonb_typeof(z.d) = 'object' then z.d else '{}'::jsonb end order by z.k)
-             filter (where z.fresh and not v_all_fresh),
-           pg_catalog.array_agg(case when pg_catalog.jsonb_typeof(z.b) = 'number' then (z.b #>> '{}')::numeric end order by z.k)
-             filter (where z.fresh),
-           -- The writer's stamp as sent: the row's trigger (sync.stamp_row) or apply_mutation keeps
-           -- it only if acceptable (sync.hlc_acceptable).
-           pg_catalog.array_agg(case when pg_catalog.jsonb_typeof(z.h) = 'string' then z.h #>> '{}' end order by z.k) filter (where z.fresh),
-           pg_catalog.bool_and((v_r.act = 'delete'
-                                or pg_catalog.jsonb_typeof(z.d) = 'object' and z.d operator(pg_catalog.?&) v_keys
-                                   and (z.d operator(pg_catalog.-) v_keys
-                                        operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[]) = '{}'::jsonb)
-                               and (pg_catalog.jsonb_typeof(z.b) is distinct from 'number'
-                                    or abs((z.b #>> '{}')::numeric) < 9223372036854775807)) filter (where z.fresh),
-           array[pg_catalog.bool_and(pg_catalog.jsonb_typeof(z.i) in ('string', 'number')),
-                 pg_catalog.bool_and(coalesce(pg_catalog.jsonb_typeof(z.d), 'null') in ('object', 'null')),
-                 pg_catalog.bool_and(coalesce(pg_catalog.jsonb_typeof(z.b), 'null') in ('number', 'null')),
-                 pg_catalog.bool_and(coalesce(pg_catalog.jsonb_typeof(z.h), 'null') in ('string', 'null'))]
-      into v_ids, v_run_data, v_bases, v_stamps, v_fast, v_ok
-      from (select u.*, v_all_fresh or v_fresh[v_at + u.k] as fresh
-              from rows from (pg_catalog.jsonb_array_elements(v_r.ids), pg_catalog.jsonb_array_elements(v_data),
-                              pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.bases) = 'array' then v_r.bases end),
-                              pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.hlcs) = 'array' then v_r.hlcs end))
-                   with ordinality u(i, d, b, h, k)) z;
-    v_bad := case when not v_ok[1] then 'id must hold strings or numbers'
-                  when not v_ok[2] then 'data must hold objects or nulls'
-                  when not v_ok[3] then 'base must hold numbers or nulls'
-                  when not v_ok[4] then 'hlc must hold strings or nulls' end;
+    -- The elements' types, each array checked in one jsonpath pass (run in C: an aggregate of
+    -- jsonb_typeof over the elements cost ~1 ms per 1000 mutations).
+    v_bad := case
+      when pg_catalog.jsonb_path_exists(v_r.ids, 'strict $[*] ? (@.type() != "string" && @.type() != "number")')
+        then 'id must hold strings or numbers'
+      when pg_catalog.jsonb_path_exists(v_data, 'strict $[*] ? (@.type() != "object" && @.type() != "null")')
+        then 'data must hold objects or nulls'
+      when pg_catalog.jsonb_typeof(v_r.bases) = 'array'
+           and pg_catalog.jsonb_path_exists(v_r.bases, 'strict $[*] ? (@.type() != "number" && @.type() != "null")')
+        then 'base must hold numbers or nulls'
+      when pg_catalog.jsonb_typeof(v_r.hlcs) = 'array'
+           and pg_catalog.jsonb_path_exists(v_r.hlcs, 'strict $[*] ? (@.type() != "string" && @.type() != "null")')
+        then 'hlc must hold strings or nulls' end;
     if v_bad is not null then
       raise exception 'sync_push: malformed batch: run %: %', v_r.n - 1, v_bad using errcode = '22023';
+    end if;
+    -- The fresh mutations, as columns. The writer's stamp goes as sent: the row's trigger
+    -- (sync.stamp_row) or apply_mutation keeps it only if acceptable (sync.hlc_acceptable). The run
+    -- can be applied set-based (v_fast) if every data object has exactly the run's keys (but sync
+    -- columns) and every base fits a bigint; a delete's data does not matter. JSON null data is the
+    -- same as no data: {}. When every mutation is fresh (the usual case), each column is read
+    -- whole, and the run's own data array goes to apply_run as it is (a null in it makes the run go
+    -- one by one).
+    if v_all_fresh then
+      v_ids := array(select u.t from pg_catalog.jsonb_array_elements_text(v_r.ids) with ordinality u(t, n) order by u.n);
+      v_stamps := case when pg_catalog.jsonb_typeof(v_r.hlcs) = 'array'
+                       then array(select u.t from pg_catalog.jsonb_array_elements_text(v_r.hlcs) with ordinality u(t, n) order by u.n)
+                       else pg_catalog.array_fill(null::text, array[v_r.k]) end;
+      -- (A JSON array of numbers and nulls, as text, is an array literal once its brackets are braces.)
+      v_bases := case when pg_catalog.jsonb_typeof(v_r.bases) = 'array'
+                      then pg_catalog.translate(v_r.bases::text, '[]', '{}')::numeric[]
+                      else pg_catalog.array_fill(null::numeric, array[v_r.k]) end;
+      v_fast := (v_r.act = 'delete'
+                 or coalesce((select pg_catalog.bool_and(case when pg_catalog.jsonb_typeof(z.d) = 'object'
+                                                              then z.d operator(pg_catalog.?&) v_keys
+                                                                   and (z.d operator(pg_catalog.-) v_keys
+                                                                        operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[]) = '{}'::jsonb
+                                                              else false end)
+                                from pg_catalog.jsonb_array_elements(v_data) z(d)), false))
+                and not exists (select 1 from pg_catalog.unnest(v_bases) x where abs(x) >= 9223372036854775807);
+    else
+      select pg_catalog.array_agg(z.i #>> '{}' order by z.k) filter (where z.fresh),
+             pg_catalog.jsonb_agg(case when pg_catalog.jsonb_typeof(z.d) = 'object' then z.d else '{}'::jsonb end order by z.k)
+               filter (where z.fresh),
+             pg_catalog.array_agg(case when pg_catalog.jsonb_typeof(z.b) = 'number' then (z.b #>> '{}')::numeric end order by z.k)
+               filter (where z.fresh),
+             pg_catalog.array_agg(case when pg_catalog.jsonb_typeof(z.h) = 'string' then z.h #>> '{}' end order by z.k) filter (where z.fresh),
+             pg_catalog.bool_and((v_r.act = 'delete'
+                                  or pg_catalog.jsonb_typeof(z.d) = 'object' and z.d operator(pg_catalog.?&) v_keys
+                                     and (z.d operator(pg_catalog.-) v_keys
+                                          operator(pg_catalog.-) '{_version,_xid,_deleted,_hlc}'::text[]) = '{}'::jsonb)
+                                 and (pg_catalog.jsonb_typeof(z.b) is distinct from 'number'
+                                      or abs((z.b #>> '{}')::numeric) < 9223372036854775807)) filter (where z.fresh)
+        into v_ids, v_run_data, v_bases, v_stamps, v_fast
+        from (select u.*, v_fresh[v_at + u.k] as fresh
+                from rows from (pg_catalog.jsonb_array_elements(v_r.ids), pg_catalog.jsonb_array_elements(v_data),
+                                pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.bases) = 'array' then v_r.bases end),
+                                pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.hlcs) = 'array' then v_r.hlcs end))
+                     with ordinality u(i, d, b, h, k)) z;
     end if;
     if v_all_fresh then
       v_run_seqs := v_seqs[v_at + 1 : v_at + v_r.k];

@@ -684,6 +684,34 @@ describe('sync_push_runs', () => {
     expect(rows).toEqual([{ name: 'a', _version: '2' }, { name: 'b', _version: '2' }])
   })
 
+  it('applies a fresh run whose data keys differ, or whose base does not fit a bigint, as one by one would', async () => {
+    const user = newUser()
+    const client = stack().createClient(user)
+    const clientId = randomUUID()
+    const ids = [randomUUID(), randomUUID(), randomUUID(), randomUUID()]
+    // Every seq new: the run's columns are read whole, and its data decide whether it goes set-based.
+    const created = bySeq((await rawRuns(client, {
+      client_id: clientId,
+      runs: [
+        // (A run taken set-based with the first one's keys would drop the phone.)
+        { table: 'contacts', action: 'create', seq: [1, 2], id: ids.slice(0, 2), data: [{ name: 'a' }, { name: 'b', phone: '1' }], base: null, hlc: null },
+        { table: 'contacts', action: 'create', seq: [3, 4], id: ids.slice(2), data: [null, { name: 'd', _version: 9 }], base: null, hlc: null },
+      ],
+    })).data)
+    expect([1, 2, 3, 4].map((seq) => [created.get(seq)!.status, created.get(seq)!.version ?? created.get(seq)!.code])).toEqual([
+      ['applied', 1], ['applied', 1], ['rejected', '23502'], ['applied', 1],
+    ])
+    expect(created.get(2)!.row).toMatchObject({ name: 'b', phone: '1' })
+    const updated = bySeq((await rawRuns(client, {
+      client_id: clientId,
+      runs: [{ table: 'contacts', action: 'update', seq: [5, 6], id: [ids[0], ids[1]], data: [{ name: 'a2' }, { name: 'b2' }], base: [1, 1e19], hlc: [null, null] }],
+    })).data)
+    expect(updated.get(5)).toMatchObject({ status: 'applied', version: 2 })
+    expect(updated.get(6)).toMatchObject({ status: 'rejected', code: '22003' })
+    const rows = await stack().query('select name, phone, _version from contacts where user_id = $1 order by name', [user])
+    expect(rows).toEqual([{ name: 'a2', phone: null, _version: '2' }, { name: 'b', phone: '1', _version: '1' }, { name: 'd', phone: null, _version: '1' }])
+  })
+
   it('answers an update or delete run of writes, conflicts, missing rows and tombstones in one go, as one by one would', async () => {
     const user = newUser()
     const client = stack().createClient(user)
@@ -886,6 +914,8 @@ describe('sync_push_runs', () => {
         /run 1: seq must be a non-empty array of integers/,
       ]),
       [{ client_id: clientId, runs: [good, { ...good, seq: [2, 3] }] }, /run 1: id must be an array as long as seq/],
+      [{ client_id: clientId, runs: [good, { ...good, seq: [2], id: [null] }] }, /run 1: id must hold strings or numbers/],
+      [{ client_id: clientId, runs: [good, { ...good, seq: [2], id: [{ id: 1 }] }] }, /run 1: id must hold strings or numbers/],
       [{ client_id: clientId, runs: [good, { ...good, seq: [2], data: ['text'] }] }, /run 1: data must hold objects/],
       [{ client_id: clientId, runs: [good, { ...good, seq: [2], base: ['1'] }] }, /run 1: base must hold numbers/],
       [{ client_id: clientId, runs: [good, { ...good, seq: [2], hlc: [1] }] }, /run 1: hlc must hold strings/],
