@@ -19,6 +19,27 @@ const stack = useStack()
 // Replay a failing property with FC_SEED=<seed printed in the failure>.
 const seed = process.env.FC_SEED === undefined ? undefined : Number(process.env.FC_SEED)
 
+/** Runs `body` with a session of its own on the stack's database, closed afterwards. */
+async function withSession<T>(body: (session: pg.Client) => Promise<T>): Promise<T> {
+  const session = new pg.Client({ connectionString: stack().databaseUrl })
+  await session.connect()
+  try {
+    return await body(session)
+  } finally {
+    await session.end()
+  }
+}
+
+/** Runs `body` in a transaction of `session`, rolled back afterwards. */
+async function rolledBack<T>(session: pg.Client, body: () => Promise<T>): Promise<T> {
+  await session.query('begin')
+  try {
+    return await body()
+  } finally {
+    await session.query('rollback')
+  }
+}
+
 /** A stamp `ms` milliseconds from now, with `counter` and `node`. */
 const stampAt = (ms: number, counter = 0, node = 'dev'): string =>
   `${String(Date.now() + ms).padStart(15, '0')}:${String(counter).padStart(5, '0')}:${node}`
@@ -62,13 +83,10 @@ describe('stamping triggers', () => {
       fc.record({ kind: fc.constant('insert' as const), key, version, deleted, xid, at, hlc }),
       fc.record({ kind: fc.constant('update' as const), key, version, deleted, xid, at, hlc }),
     )
-    const session = new pg.Client({ connectionString: stack().databaseUrl })
-    await session.connect()
-    try {
-      await fc.assert(
-        fc.asyncProperty(fc.array(write, { minLength: 1, maxLength: 12 }), async (writes) => {
-          await session.query('begin')
-          try {
+    await withSession((session) =>
+      fc.assert(
+        fc.asyncProperty(fc.array(write, { minLength: 1, maxLength: 12 }), (writes) =>
+          rolledBack(session, async () => {
             for (const w of writes) {
               // A column expression an insert cannot use (it names the row's own value) leaves the column out.
               const own = (s: Setting): boolean => s !== undefined && /^(_version|_xid|_hlc|updated_at)\b/.test(s)
@@ -93,15 +111,9 @@ describe('stamping triggers', () => {
             // A server stamp comes from the clock when the trigger runs: the same rule, not the same value.
             const shape = (r: Record<string, unknown>) => ({ ...r, _hlc: String(r._hlc).endsWith(':server') ? 'server' : r._hlc })
             expect(fast.map(shape)).toEqual(ref.map(shape))
-          } finally {
-            await session.query('rollback')
-          }
-        }),
+          })),
         { seed, numRuns: 60 },
-      )
-    } finally {
-      await session.end()
-    }
+      ))
   })
 
   it("keep a writer's stamp exactly when the devices' format says it is one (property)", async () => {
@@ -124,13 +136,10 @@ describe('stamping triggers', () => {
     await stack().query(`
       create table if not exists public.stamp_form (id int primary key, name text);
       select sync_enable_table('public.stamp_form', null);`)
-    const session = new pg.Client({ connectionString: stack().databaseUrl })
-    await session.connect()
-    try {
-      await fc.assert(
-        fc.asyncProperty(fc.array(stamp, { minLength: 1, maxLength: 20 }), async (stamps) => {
-          await session.query('begin')
-          try {
+    await withSession((session) =>
+      fc.assert(
+        fc.asyncProperty(fc.array(stamp, { minLength: 1, maxLength: 20 }), (stamps) =>
+          rolledBack(session, async () => {
             const { rows } = await session.query<{ hlc: string; valid: boolean; kept: string }>(
               `with ins as (insert into public.stamp_form (id, name, _hlc) select n, 'x', h from unnest($1::text[]) with ordinality u(h, n) returning id, _hlc)
                select u.h as hlc, sync.hlc_is_valid(u.h) as valid, i._hlc as kept from unnest($1::text[]) with ordinality u(h, n) join ins i on i.id = u.n order by u.n`,
@@ -139,15 +148,9 @@ describe('stamping triggers', () => {
             for (const row of rows) {
               expect({ hlc: row.hlc, valid: row.valid, kept: row.kept === row.hlc }).toEqual({ hlc: row.hlc, valid: isHlc(row.hlc), kept: isHlc(row.hlc) })
             }
-          } finally {
-            await session.query('rollback')
-          }
-        }),
+          })),
         { seed, numRuns: 40 },
-      )
-    } finally {
-      await session.end()
-    }
+      ))
   })
 
   it('run for a write made by another trigger, which marks its transaction as not only a device\'s own', async () => {
@@ -162,18 +165,14 @@ describe('stamping triggers', () => {
         return new;
       end $$;
       create or replace trigger stamp_copy after insert on public.stamp_src for each row execute function public.stamp_copy();`)
-    const session = new pg.Client({ connectionString: stack().databaseUrl })
-    await session.connect()
-    try {
-      await session.query('begin')
-      await session.query(`insert into public.stamp_dst (id, name, _hlc) values (1, 'direct', '${stampAt(-1000)}')`)
-      expect((await session.query(`select current_setting('sync.foreign_write', true) as f`)).rows[0].f ?? '').not.toBe('on')
-      await session.query('insert into public.stamp_src (id) values (2)')
-      expect((await session.query(`select current_setting('sync.foreign_write', true) as f`)).rows[0].f).toBe('on')
-      await session.query('rollback')
-    } finally {
-      await session.end()
-    }
+    await withSession((session) =>
+      rolledBack(session, async () => {
+        const marked = async () => (await session.query(`select current_setting('sync.foreign_write', true) as f`)).rows[0].f === 'on'
+        await session.query(`insert into public.stamp_dst (id, name, _hlc) values (1, 'direct', '${stampAt(-1000)}')`)
+        expect(await marked()).toBe(false)
+        await session.query('insert into public.stamp_src (id) values (2)')
+        expect(await marked()).toBe(true)
+      }))
   })
 
   it('replace the one trigger of a table made syncable by an earlier version when the migration runs again', async () => {
@@ -206,27 +205,25 @@ describe('stamping triggers', () => {
     const clientId = randomUUID()
     const n = 40
     const ids = Array.from({ length: n }, () => randomUUID())
-    const session = new pg.Client({ connectionString: stack().databaseUrl })
-    await session.connect()
-    /** Pushes `run` as `user` in one transaction of `session`; its outcomes, and how many times stamp_row ran. */
-    // (The view holds the session's counts not yet reported, which may span transactions: the
-    // count is taken as a difference within the push's transaction.)
-    const stampCalls = async (): Promise<number> =>
-      Number((await session.query(`select coalesce(sum(calls), 0) as calls from pg_stat_xact_user_functions where schemaname = 'sync' and funcname = 'stamp_row'`)).rows[0].calls)
-    const pushCounted = async (run: Mutation[]) => {
-      await session.query('begin')
-      await session.query(`set local track_functions = 'pl'`)
-      const before = await stampCalls()
-      await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
-      await session.query('set local role authenticated')
-      const { rows } = await session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, run))])
-      await session.query('reset role')
-      const calls = (await stampCalls()) - before
-      const [own] = (await session.query(`select pg_catalog.pg_current_xact_id()::text as xid, pg_catalog.now() as now`)).rows
-      await session.query('commit')
-      return { outcomes: decodePushAnswer(rows[0].a, run), calls, xid: own.xid as string, now: own.now as Date }
-    }
-    try {
+    await withSession(async (session) => {
+      // How many times stamp_row ran in the session. (The view holds the session's counts not yet
+      // reported, which may span transactions: a push's count is a difference within its transaction.)
+      const stampCalls = async (): Promise<number> =>
+        Number((await session.query(`select coalesce(sum(calls), 0) as calls from pg_stat_xact_user_functions where schemaname = 'sync' and funcname = 'stamp_row'`)).rows[0].calls)
+      /** Pushes `run` as `user` in one transaction; its outcomes, how many times stamp_row ran, the transaction's id and time. */
+      const pushCounted = async (run: Mutation[]) => {
+        await session.query('begin')
+        await session.query(`set local track_functions = 'pl'`)
+        const before = await stampCalls()
+        await session.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: user, role: 'authenticated' })])
+        await session.query('set local role authenticated')
+        const { rows } = await session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, run))])
+        await session.query('reset role')
+        const calls = (await stampCalls()) - before
+        const [own] = (await session.query(`select pg_catalog.pg_current_xact_id()::text as xid, pg_catalog.now() as now`)).rows
+        await session.query('commit')
+        return { outcomes: decodePushAnswer(rows[0].a, run), calls, xid: own.xid as string, now: own.now as Date }
+      }
       let seq = 0
       const stamp = (k: number, ms: number) => stampAt(ms, k, 'runs')
       const creates: Mutation[] = ids.map((id, k) => ({ seq: ++seq, table: 'stamp_runs', action: 'create', id, data: { id, name: 'a' }, baseVersion: null, hlc: stamp(k, -5000) }))
@@ -256,8 +253,6 @@ describe('stamping triggers', () => {
       expect(updateCalls).toBe(2)
       expect(updated.map((o) => expectStatus(o, 'applied').hlc!.endsWith(':server'))).toEqual([true, true])
       expect(updated.map((o) => expectStatus(o, 'applied').version)).toEqual([2, 2])
-    } finally {
-      await session.end()
-    }
+    })
   })
 })
