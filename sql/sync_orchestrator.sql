@@ -398,7 +398,7 @@ $$;
 
 comment on function public.sync_enable_table(regclass, text) is
   'Make a table syncable: adds _version, _xid, _deleted, _hlc, updated_at and the owner column (uuid default auth.uid()) '
-  'if missing, indexes on (_xid, pk) and (owner, _xid, pk), a stamping trigger and a soft-delete trigger, and records the table in sync.tables.';
+  'if missing, indexes on (_xid, pk) and (owner, _xid, pk), stamping triggers (insert, update) and a soft-delete trigger, and records the table in sync.tables.';
 
 -- Tables made syncable by an earlier version of this migration get the current triggers.
 do $$
@@ -1202,6 +1202,8 @@ begin
     -- whole, and the run's own data array goes to apply_run as it is (a null in it makes the run go
     -- one by one).
     if v_all_fresh then
+      v_run_seqs := v_seqs[v_at + 1 : v_at + v_r.k];
+      v_run_data := v_data;
       v_ids := array(select u.t from pg_catalog.jsonb_array_elements_text(v_r.ids) with ordinality u(t, n) order by u.n);
       v_stamps := case when pg_catalog.jsonb_typeof(v_r.hlcs) = 'array'
                        then array(select u.t from pg_catalog.jsonb_array_elements_text(v_r.hlcs) with ordinality u(t, n) order by u.n)
@@ -1237,11 +1239,6 @@ begin
                                 pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.bases) = 'array' then v_r.bases end),
                                 pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(v_r.hlcs) = 'array' then v_r.hlcs end))
                      with ordinality u(i, d, b, h, k)) z;
-    end if;
-    if v_all_fresh then
-      v_run_seqs := v_seqs[v_at + 1 : v_at + v_r.k];
-      v_run_data := v_data;
-    else
       v_run_seqs := array(select v_seqs[v_at + i] from pg_catalog.generate_series(1, v_r.k) i where v_fresh[v_at + i] order by i);
     end if;
     if v_r.act = 'delete' then
