@@ -2,7 +2,7 @@
  * sync-orchestrator: an offline-first sync engine for apps on Supabase.
  * Platform-free core; storage, backends and environments come from their own subpaths.
  */
-export { createSyncOrchestrator, DEFAULTS, type RepairReport } from './orchestrator.js'
+export { createSyncOrchestrator, DEFAULTS } from './orchestrator.js'
 export type * from './types.js'
 export type * from './protocol.js'
 export type { Storage, StorageOp, StorageEntry } from './storage.js'

@@ -33,6 +33,8 @@ import type {
   Priority,
   SyncEvent,
   SyncMetrics,
+  OptimizeReport,
+  RepairReport,
   SyncOrchestrator,
   SyncOrchestratorOptions,
   SyncStatus,
@@ -866,7 +868,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     return { ...report, requeued }
   }
 
-  async function optimizeSync(): Promise<{ before: number; after: number; compacted: boolean }> {
+  async function optimizeSync(): Promise<OptimizeReport> {
     await ready
     const before = queue.size
     const plan = queue.optimize ? queue.optimize() : null
@@ -941,14 +943,6 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       refreshStatus()
     },
   } as SyncOrchestrator
-}
-
-/** What `repairSync()` found and did. */
-export interface RepairReport {
-  /** Entries that could not be read, moved under `x/` (kept, never deleted). */
-  quarantined: Array<{ key: string; problem: string }>
-  /** Records re-queued because they were not in sync and had nothing queued. */
-  requeued: number
 }
 
 /** The `localOnly` list of a `{ merge: { localOnly } }` strategy (none for other strategies). */

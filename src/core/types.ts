@@ -186,9 +186,31 @@ export interface SyncOrchestrator {
   discardFailed(ids?: readonly string[]): Promise<void>
   /** Tell the engine the session changed (sign-in, sign-out, token refreshed elsewhere). */
   notifyAuthChange(): void
-  repairSync(): Promise<unknown>
-  optimizeSync(): Promise<unknown>
+  /**
+   * Quarantine every damaged persisted entry under `x/` (kept, reported), reset the pull cursor for
+   * a full resync, re-queue local records that are not in sync, restart.
+   */
+  repairSync(): Promise<RepairReport>
+  /** Coalesce the queue and compact storage where the adapter can. */
+  optimizeSync(): Promise<OptimizeReport>
   subscribe(listener: (event: SyncEvent) => void): Unsubscribe
   /** Stop and release storage. */
   close(): Promise<void>
+}
+
+/** What `repairSync()` found and did. */
+export interface RepairReport {
+  /** Entries that could not be read, moved under `x/` (kept, never deleted). */
+  quarantined: Array<{ key: string; problem: string }>
+  /** Records re-queued because they were not in sync and had nothing queued. */
+  requeued: number
+}
+
+/** What `optimizeSync()` did. */
+export interface OptimizeReport {
+  /** Queued items before and after coalescing. */
+  before: number
+  after: number
+  /** Whether the storage adapter compacted its own layout. */
+  compacted: boolean
 }

@@ -121,7 +121,7 @@ describe('repair through the real stack', () => {
     for (const c of offline) expect(second.contacts.get(c.id)).toMatchObject({ name: c.name })
     expect(second.sync.getSyncStatus().queueLength).toBeGreaterThanOrEqual(4)
 
-    const report = (await second.sync.repairSync()) as { quarantined: Array<{ key: string; problem: string }> }
+    const report = await second.sync.repairSync()
     expect(report.quarantined.map((q) => q.key).sort()).toEqual([badJson, badEnvelope, badItem, unknownAction].sort())
     // Kept, never dropped: each damaged entry is under x/ with what was found, and gone from its key.
     const kept = new Map((await storage.scan('x/')).map((e) => [e.key, e.value as { key: string; value: unknown; problem: string }]))

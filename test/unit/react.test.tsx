@@ -109,8 +109,8 @@ function createFakeOrchestrator(options: { loaded?: Record<string, Row[]> } = {}
     retryFailed: async () => undefined,
     discardFailed: async () => undefined,
     notifyAuthChange: () => undefined,
-    repairSync: async () => undefined,
-    optimizeSync: async () => undefined,
+    repairSync: async () => ({ quarantined: [], requeued: 0 }),
+    optimizeSync: async () => ({ before: 0, after: 0, compacted: false }),
     subscribe: (listener) => {
       listeners.add(listener)
       return () => listeners.delete(listener)
