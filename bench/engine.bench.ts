@@ -134,19 +134,22 @@ async function bulkLimit(stack: LocalStack, rows: number): Promise<number> {
 
 /**
  * Runs one forceSyncAll, watching the event loop (and an idle sibling process's, as the noise
- * floor); throws if the sync fails.
+ * floor) and the CPU this process used meanwhile (every thread: the engine, V8's compiler and
+ * GC; the server runs in other processes); throws if the sync fails.
  */
 async function timedSync(sync: { forceSyncAll(): Promise<{ ok: boolean; message?: string }> }, what: string) {
   const noise = process.env.ENGINE_NOISE_PROBE === '0' ? { stop: async () => Number.NaN } : await startNoiseProbe()
   const h = monitorEventLoopDelay({ resolution: 1 })
   h.enable()
+  const cpu = process.cpuUsage()
   const t = performance.now()
   const result = await sync.forceSyncAll()
   const seconds = (performance.now() - t) / 1000
+  const used = process.cpuUsage(cpu)
   h.disable()
   const noiseMs = await noise.stop()
   if (!result.ok) throw new Error(`${what} failed: ${result.message}`)
-  return { seconds, h, noiseMs }
+  return { seconds, h, noiseMs, cpuMs: Math.round((used.user + used.system) / 1000) }
 }
 
 /** Changes in a backlog, and rows pulled. */
@@ -179,10 +182,10 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   }
   const user = randomUUID()
   const a = make(user)
-  const { seconds, h, noiseMs } = await backlog(a, 'backlog sync')
+  const { seconds, h, noiseMs, cpuMs } = await backlog(a, 'backlog sync')
   const rate = N / seconds
-  report(`offline backlog of ${N} (${storageKind} storage): synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-upsert RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}`, {
-    bench: 'offline-backlog', storage: storageKind, changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit),
+  report(`offline backlog of ${N} (${storageKind} storage): synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-upsert RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}; client CPU ${cpuMs} ms`, {
+    bench: 'offline-backlog', storage: storageKind, changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit), clientCpuMs: cpuMs,
   })
   report(`longest event-loop stall during a ${N}-change push: ${r3(h.max / 1e6)} ms (p99 ${r3(h.percentile(99) / 1e6)} ms; idle sibling process ${r3(noiseMs)} ms)`, {
     bench: 'event-loop-stall', phase: 'push', changes: N, maxMs: r3(h.max / 1e6), p99Ms: r3(h.percentile(99) / 1e6), noiseFloorMs: r3(noiseMs),
@@ -200,8 +203,8 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const c = make(randomUUID())
   const warm = await backlog(c, 'second backlog sync')
   const warmRate = N / warm.seconds
-  report(`offline backlog of ${N} (${storageKind} storage), the second in this process: synced in ${r3(warm.seconds)} s = ${Math.round(warmRate)} changes/s; ratio ${r3(warmRate / limit)}`, {
-    bench: 'offline-backlog', storage: storageKind, process: 'warm', changes: N, seconds: r3(warm.seconds), changesPerSec: Math.round(warmRate), limitRowsPerSec: Math.round(limit), ratio: r3(warmRate / limit),
+  report(`offline backlog of ${N} (${storageKind} storage), the second in this process: synced in ${r3(warm.seconds)} s = ${Math.round(warmRate)} changes/s; ratio ${r3(warmRate / limit)}; client CPU ${warm.cpuMs} ms`, {
+    bench: 'offline-backlog', storage: storageKind, process: 'warm', changes: N, seconds: r3(warm.seconds), changesPerSec: Math.round(warmRate), limitRowsPerSec: Math.round(limit), ratio: r3(warmRate / limit), clientCpuMs: warm.cpuMs,
   })
   // Updates: every row of the first device changed offline, then synced (each a base-version
   // check and a write of an existing row among the user's 10k).
@@ -210,8 +213,8 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   a.env.setOnline(true)
   const updates = await timedSync(a.sync, 'update backlog sync')
   const updateRate = N / updates.seconds
-  report(`offline backlog of ${N} updates (the first device's rows, ${storageKind} storage): synced in ${r3(updates.seconds)} s = ${Math.round(updateRate)} changes/s; ratio ${r3(updateRate / limit)}`, {
-    bench: 'offline-backlog', storage: storageKind, kind: 'update', changes: N, seconds: r3(updates.seconds), changesPerSec: Math.round(updateRate), limitRowsPerSec: Math.round(limit), ratio: r3(updateRate / limit),
+  report(`offline backlog of ${N} updates (the first device's rows, ${storageKind} storage): synced in ${r3(updates.seconds)} s = ${Math.round(updateRate)} changes/s; ratio ${r3(updateRate / limit)}; client CPU ${updates.cpuMs} ms`, {
+    bench: 'offline-backlog', storage: storageKind, kind: 'update', changes: N, seconds: r3(updates.seconds), changesPerSec: Math.round(updateRate), limitRowsPerSec: Math.round(limit), ratio: r3(updateRate / limit), clientCpuMs: updates.cpuMs,
   })
   await a.sync.close()
   await b.sync.close()
