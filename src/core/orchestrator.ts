@@ -835,7 +835,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     await scheduler.stop()
     const report = await mutex.run(async () => {
       const quarantined: DamagedEntry[] = [...damaged]
-      const ops: import('./storage.js').StorageOp[] = []
+      // Items a sent mark counts for are written whole first: a damaged mark quarantined below
+      // would otherwise leave them looking unsent.
+      const ops: import('./storage.js').StorageOp[] = [...queue.settle().ops]
       for (const d of quarantined) {
         ops.push(setOp(QUARANTINE_PREFIX + d.key, { key: d.key, value: safeJson(d.value), problem: d.problem, at: env.now() }))
         ops.push(deleteOp(d.key))

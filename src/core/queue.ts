@@ -22,11 +22,14 @@
  *   have applied it under its seq. Only bookkeeping (attempts, lastAttempt, error) and addressing
  *   (recordId and remoteId, by `remap`) change afterwards.
  * - Coalescing only ever touches the last item of a record, and only while it is unsent.
- * - Storage cost of an enqueue is at most two ops; each in-memory operation is O(log n) plus the
+ * - Storage cost of an enqueue is at most two ops, of `markSent` one op (a {@link SentMark} for the
+ *   whole call, instead of each item written whole); each in-memory operation is O(log n) plus the
  *   length of the one record's own queue, which coalescing keeps short.
+ * - A sent mark lives exactly as long as an item it counts for: the commit that writes the last of
+ *   them whole, or removes it, deletes the mark.
  */
 import type { MutationAction, Row } from './protocol.js'
-import { deleteOp, setOp, type Storage, type StorageOp } from './storage.js'
+import { deleteOp, setOp, type Storage, type StorageEntry, type StorageOp } from './storage.js'
 import { mapPacked } from './arrays.js'
 import type { Priority } from './types.js'
 import { createSilentLogger, type Logger } from './logger.js'
@@ -34,16 +37,18 @@ import {
   MAX_SEQ,
   failedItemSchema,
   queueItemSchema,
+  sentMarkSchema,
   seqKey,
   seqOfKey,
   type FailedItem,
   type QueueError,
   type QueueItem,
+  type SentMark,
 } from './queueItem.js'
 import { SortedNumberSet, insertSorted, removeSorted } from './sortedNumberSet.js'
 import { RecordMap } from './recordMap.js'
 
-export type { FailedItem, QueueError, QueueItem } from './queueItem.js'
+export type { FailedItem, QueueError, QueueItem, SentMark } from './queueItem.js'
 
 /** Options of {@link createQueue}. */
 export interface QueueOptions {
@@ -52,6 +57,8 @@ export interface QueueOptions {
   prefix?: string
   /** Key prefix of dead-letter items (default `f/`). */
   failedPrefix?: string
+  /** Key prefix of sent marks, the records `markSent` writes (default `s/`). */
+  markPrefix?: string
   /** Key of the sequence counter (default `meta/nextSeq`). */
   counterKey?: string
   /** Clock for timestamps (default `Date.now`). */
@@ -247,6 +254,12 @@ export interface Queue {
   clear(options?: { includeSent?: boolean }): DiscardPlan
   /** Coalesce adjacent unsent items of each record (e.g. after `retryFailed`). O(n). */
   optimize(): OptimizePlan
+  /**
+   * Write every item a sent mark counts for whole, and delete every mark: storage then holds the
+   * queue in `q/` entries alone. Repair runs it before quarantining a damaged mark, whose loss
+   * would otherwise make the items it marked look unsent.
+   */
+  settle(): QueuePlan
 }
 
 /** Thrown by `apply()` of a plan made before another plan was applied (or before `load()`). */
@@ -279,27 +292,41 @@ interface State {
   failedById: Map<string, number>
   failedByRecord: Map<string, Set<number>>
   nextSeq: number
+  /**
+   * For an item whose stored `q/` entry is older than its sent state: the mark that holds it
+   * ({@link UNKNOWN_MARK} when a mark could not be read and the item counts as sent for safety).
+   */
+  markOf: Map<number, number>
+  /** How many items each mark in storage counts for. */
+  marks: Map<number, number>
 }
 
+/** {@link State.markOf} of an item that counts as sent because a mark in storage is unreadable. */
+const UNKNOWN_MARK = -1
+
 /**
- * One in-memory change of a plan (`nextSeq`'s `seq` is the counter's new value). Changes are built
- * only by the functions below, so all have one object shape (type, item, seq): the code running
- * plans stays monomorphic instead of being sent back to be compiled again when the first removal
- * of a sync reaches it.
+ * One in-memory change of a plan (`nextSeq`'s `seq` is the counter's new value; `dropMark`'s the
+ * mark's number). Changes are built only by the functions below, so all have one object shape
+ * (type, item, seq, mark): the code running plans stays monomorphic instead of being sent back to
+ * be compiled again when the first removal of a sync reaches it. `put` writes the item whole;
+ * `mark` puts it in memory only, held by the sent mark `mark` that the plan writes.
  */
 type Change =
-  | { type: 'put'; item: QueueItem; seq: number }
-  | { type: 'putFailed'; item: FailedItem; seq: number }
-  | { type: 'remove' | 'removeFailed' | 'nextSeq'; item: null; seq: number }
+  | { type: 'put'; item: QueueItem; seq: number; mark: number }
+  | { type: 'mark'; item: QueueItem; seq: number; mark: number }
+  | { type: 'putFailed'; item: FailedItem; seq: number; mark: number }
+  | { type: 'remove' | 'removeFailed' | 'nextSeq' | 'dropMark'; item: null; seq: number; mark: number }
 
-const putChange = (item: QueueItem): Change => ({ type: 'put', item, seq: item.seq })
-const putFailedChange = (item: FailedItem): Change => ({ type: 'putFailed', item, seq: item.seq })
-const seqChange = (type: 'remove' | 'removeFailed' | 'nextSeq', seq: number): Change => ({ type, item: null, seq })
+const putChange = (item: QueueItem): Change => ({ type: 'put', item, seq: item.seq, mark: 0 })
+const markChange = (item: QueueItem, mark: number): Change => ({ type: 'mark', item, seq: item.seq, mark })
+const putFailedChange = (item: FailedItem): Change => ({ type: 'putFailed', item, seq: item.seq, mark: 0 })
+const seqChange = (type: 'remove' | 'removeFailed' | 'nextSeq' | 'dropMark', seq: number): Change => ({ type, item: null, seq, mark: 0 })
 
 interface Resolved {
   storage: Storage
   prefix: string
   failedPrefix: string
+  markPrefix: string
   counterKey: string
   now: () => number
   logger: Logger
@@ -310,16 +337,18 @@ function resolveOptions(options: QueueOptions): Resolved {
     storage: options.storage,
     prefix: options.prefix ?? 'q/',
     failedPrefix: options.failedPrefix ?? 'f/',
+    markPrefix: options.markPrefix ?? 's/',
     counterKey: options.counterKey ?? 'meta/nextSeq',
     now: options.now ?? (() => Date.now()),
     logger: options.logger ?? createSilentLogger(),
   }
-  const { prefix, failedPrefix, counterKey } = o
-  if (!prefix || !failedPrefix || prefix.startsWith(failedPrefix) || failedPrefix.startsWith(prefix)) {
-    throw new TypeError(`queue prefixes must be non-empty and disjoint (got "${prefix}" and "${failedPrefix}")`)
+  const prefixes = [o.prefix, o.failedPrefix, o.markPrefix]
+  const overlap = (a: string, i: number) => prefixes.some((b, j) => i !== j && (a.startsWith(b) || b.startsWith(a)))
+  if (prefixes.some((p, i) => !p || overlap(p, i))) {
+    throw new TypeError(`queue prefixes must be non-empty and disjoint (got ${prefixes.map((p) => `"${p}"`).join(', ')})`)
   }
-  if (counterKey.startsWith(prefix) || counterKey.startsWith(failedPrefix)) {
-    throw new TypeError(`queue counter key "${counterKey}" must lie outside the item prefixes`)
+  if (prefixes.some((p) => o.counterKey.startsWith(p))) {
+    throw new TypeError(`queue counter key "${o.counterKey}" must lie outside the item prefixes`)
   }
   return o
 }
@@ -334,6 +363,8 @@ function emptyState(): State {
     failedById: new Map(),
     failedByRecord: new Map(),
     nextSeq: 1,
+    markOf: new Map(),
+    marks: new Map(),
   }
 }
 
@@ -469,12 +500,12 @@ function coalesce(last: QueueItem, next: LaterChange): QueueItem | 'cancel' | nu
 }
 
 /**
- * `item` as sent now, with the base version it was sent with: built field by field in the order
- * enqueue builds an item, so every item has one hidden class in V8. (A spread copy of a frozen item
- * gets another one, and every optimized function that had seen items until then would be thrown
- * away and compiled again: in a backlog, as its first batch is frozen.)
+ * `item` as sent at `at`, its `attempts`-th time, with the base version it was sent with: built
+ * field by field in the order enqueue builds an item, so every item has one hidden class in V8. (A
+ * spread copy of a frozen item gets another one, and every optimized function that had seen items
+ * until then would be thrown away and compiled again: in a backlog, as its first batch is frozen.)
  */
-function sentItem(item: QueueItem, now: number, baseVersion: number | null): QueueItem {
+function sentItem(item: QueueItem, at: number | null, baseVersion: number | null, attempts: number): QueueItem {
   // (Required: a field added to QueueItem, even an optional one, must be copied here too.)
   const next: Required<QueueItem> = {
     id: item.id,
@@ -488,8 +519,8 @@ function sentItem(item: QueueItem, now: number, baseVersion: number | null): Que
     baseVersion,
     hlc: item.hlc,
     timestamp: item.timestamp,
-    attempts: item.attempts + 1,
-    lastAttempt: now,
+    attempts,
+    lastAttempt: at,
     error: item.error,
     priority: item.priority,
     sent: true,
@@ -542,11 +573,18 @@ export function createQueue(options: QueueOptions): Queue {
   let loaded = false
   /** Bumped by every applied plan and by `load()`; a plan is valid only for the value it saw. */
   let generation = 0
+  /**
+   * Number of the next sent mark, taken when a plan is made (not applied): two plans made from one
+   * state never write the same mark key, even if both were committed.
+   */
+  let nextMark = 1
 
-  function opOf(change: Change): StorageOp {
+  function opOf(change: Change): StorageOp | null {
     switch (change.type) {
       case 'put':
         return setOp(seqKey(o.prefix, change.seq), change.item)
+      case 'mark':
+        return null
       case 'remove':
         return deleteOp(seqKey(o.prefix, change.seq))
       case 'putFailed':
@@ -555,30 +593,82 @@ export function createQueue(options: QueueOptions): Queue {
         return deleteOp(seqKey(o.failedPrefix, change.seq))
       case 'nextSeq':
         return setOp(o.counterKey, change.seq)
+      case 'dropMark':
+        return deleteOp(seqKey(o.markPrefix, change.seq))
     }
+  }
+
+  /** The item's stored entry is whole again (or gone): its mark no longer counts for it. */
+  function release(seq: number): void {
+    const mark = state.markOf.get(seq)
+    if (mark === undefined) return
+    state.markOf.delete(seq)
+    if (mark === UNKNOWN_MARK) return
+    const left = state.marks.get(mark)! - 1
+    if (left === 0) state.marks.delete(mark)
+    else state.marks.set(mark, left)
   }
 
   function run(change: Change): void {
     switch (change.type) {
       case 'put':
-        return put(state, change.item)
+        put(state, change.item)
+        return release(change.seq)
+      case 'mark':
+        put(state, change.item)
+        release(change.seq)
+        state.markOf.set(change.seq, change.mark)
+        state.marks.set(change.mark, (state.marks.get(change.mark) ?? 0) + 1)
+        return
       case 'remove':
-        return detach(state, change.seq)
+        detach(state, change.seq)
+        return release(change.seq)
       case 'putFailed':
         return putFailed(state, change.item)
       case 'removeFailed':
         return removeFailed(state, change.seq)
       case 'nextSeq':
         state.nextSeq = change.seq
+        return
+      case 'dropMark':
+        state.marks.delete(change.seq)
     }
   }
 
-  function plan<T extends object>(changes: Change[], extra: T): QueuePlan & T {
+  /**
+   * Marks this plan empties: every item they count for is written whole, removed or marked again
+   * by it, so their records are deleted in the same commit. (A plan names each queued seq at most
+   * once.)
+   */
+  function marksEmptiedBy(changes: readonly Change[]): number[] {
+    const emptied: number[] = []
+    if (state.marks.size === 0) return emptied
+    let left: Map<number, number> | null = null
+    for (const change of changes) {
+      if (change.type !== 'put' && change.type !== 'remove' && change.type !== 'mark') continue
+      const mark = state.markOf.get(change.seq)
+      if (mark === undefined || mark === UNKNOWN_MARK) continue
+      left ??= new Map()
+      left.set(mark, (left.get(mark) ?? state.marks.get(mark)!) - 1)
+    }
+    if (left) for (const [mark, count] of left) if (count === 0) emptied.push(mark)
+    return emptied
+  }
+
+  /** A plan of `changes`; `written` is the sent mark it writes, as number and record. */
+  function plan<T extends object>(changes: Change[], extra: T, written?: { mark: number; record: SentMark }): QueuePlan & T {
     const madeAt = generation
     let applied = false
+    const ops: StorageOp[] = []
+    for (const change of changes) {
+      const op = opOf(change)
+      if (op !== null) ops.push(op)
+    }
+    if (written) ops.push(setOp(seqKey(o.markPrefix, written.mark), written.record))
+    for (const mark of marksEmptiedBy(changes)) ops.push(deleteOp(seqKey(o.markPrefix, mark)))
     return {
       ...extra,
-      ops: mapPacked(changes, opOf),
+      ops,
       apply() {
         if (applied) return
         if (changes.length > 0) {
@@ -654,9 +744,10 @@ export function createQueue(options: QueueOptions): Queue {
   }
 
   async function load(): Promise<QueueLoadProblem[]> {
-    const [entries, failedEntries, counter] = await Promise.all([
+    const [entries, failedEntries, markEntries, counter] = await Promise.all([
       o.storage.scan(o.prefix),
       o.storage.scan(o.failedPrefix),
+      o.storage.scan(o.markPrefix),
       o.storage.get(o.counterKey),
     ])
     const s = emptyState()
@@ -694,6 +785,7 @@ export function createQueue(options: QueueOptions): Queue {
       const item = read(key, value, o.failedPrefix, true)
       if (item) putFailed(s, item as FailedItem)
     }
+    const unreadableMarks = applyMarks(s, markEntries, problems)
     s.nextSeq = highest + 1
     const counterOk = typeof counter === 'number' && Number.isSafeInteger(counter) && counter >= 1
     if (counterOk) s.nextSeq = Math.max(s.nextSeq, counter)
@@ -709,10 +801,53 @@ export function createQueue(options: QueueOptions): Queue {
         nextSeq: s.nextSeq,
       })
     }
+    if (unreadableMarks) {
+      // Which items an unreadable mark marked is unknown, and an item sent but taken for unsent
+      // could have a later write folded into it after the server applied it: all count as sent.
+      for (const item of [...s.items.values()]) {
+        if (item.sent) continue
+        put(s, freezeItem(sentItem(item, item.lastAttempt, item.baseVersion, item.attempts)))
+        s.markOf.set(item.seq, UNKNOWN_MARK)
+      }
+    }
     state = s
     generation++
     loaded = true
     return problems
+  }
+
+  /**
+   * Applies the sent marks found in storage, in the order they were written, to the loaded items;
+   * returns whether any could not be read (reported in `problems`).
+   */
+  function applyMarks(s: State, entries: readonly StorageEntry[], problems: QueueLoadProblem[]): boolean {
+    let unreadable = false
+    // A mark left counting for nothing (its items were damaged) is kept here, at zero, for
+    // settle() to delete; plans delete only the marks they empty.
+    for (const { key, value } of entries) {
+      const mark = seqOfKey(o.markPrefix, key)
+      if (mark !== null) nextMark = Math.max(nextMark, mark + 1)
+      const parsed = sentMarkSchema.safeParse(value)
+      if (mark === null || !parsed.success) {
+        unreadable = true
+        const what = mark === null ? 'unrecognised key under the sent-mark prefix' : `invalid sent mark: ${describeIssues(parsed.error!)}`
+        problems.push({ key, value, problem: `${what}; every queued item counts as sent until repair` })
+        continue
+      }
+      const { at, seqs, attempts, bases } = parsed.data
+      let counted = 0
+      for (let i = 0; i < seqs.length; i++) {
+        const item = s.items.get(seqs[i]!)
+        if (!item || attempts[i]! <= item.attempts) continue
+        put(s, freezeItem(sentItem(item, at, bases[i]!, attempts[i]!)))
+        const earlier = s.markOf.get(item.seq)
+        if (earlier !== undefined) s.marks.set(earlier, s.marks.get(earlier)! - 1)
+        s.markOf.set(item.seq, mark)
+        counted++
+      }
+      s.marks.set(mark, counted)
+    }
+    return unreadable
   }
 
   return {
@@ -775,17 +910,26 @@ export function createQueue(options: QueueOptions): Queue {
       const changes: Change[] = []
       const items: QueueItem[] = []
       const seen = new Set<number>()
+      const mark = nextMark
+      const seqs: number[] = []
+      const attempts: number[] = []
+      const bases: Array<number | null> = []
       for (const ref of refs) {
         const seq = typeof ref === 'number' ? ref : ref.seq
         const item = state.items.get(seq)
         if (!item || seen.has(seq)) continue
         seen.add(seq)
         const frozenBase = item.sent || !options.baseVersions?.has(seq) ? item.baseVersion : (options.baseVersions.get(seq) ?? null)
-        const next = freezeItem(sentItem(item, now, frozenBase))
-        changes.push(putChange(next))
+        const next = freezeItem(sentItem(item, now, frozenBase, item.attempts + 1))
+        changes.push(markChange(next, mark))
         items.push(next)
+        seqs.push(seq)
+        attempts.push(next.attempts)
+        bases.push(frozenBase)
       }
-      return plan(changes, { items })
+      if (items.length === 0) return plan(changes, { items })
+      nextMark++
+      return plan(changes, { items }, { mark, record: { at: now, seqs, attempts, bases } })
     },
 
     ack(seqs) {
@@ -932,6 +1076,14 @@ export function createQueue(options: QueueOptions): Queue {
         for (const item of kept) if (state.items.get(item.seq) !== item) changes.push(putChange(item))
       }
       return plan(changes, { removed })
+    },
+
+    settle() {
+      requireLoaded()
+      const changes: Change[] = []
+      for (const seq of [...state.markOf.keys()].sort((a, b) => a - b)) changes.push(putChange(state.items.get(seq)!))
+      for (const [mark, count] of state.marks) if (count === 0) changes.push(seqChange('dropMark', mark))
+      return plan(changes, {})
     },
   }
 }

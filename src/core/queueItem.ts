@@ -3,9 +3,11 @@
  *
  * Storage layout (prefixes configurable in `createQueue`):
  * - `q/<seq, 16 digits>` → {@link QueueItem}, one key per queued change;
+ * - `s/<mark, 16 digits>` → {@link SentMark}, one key per slice handed to the server: the attempt
+ *   each of its items made, applied over the `q/` entries at load;
  * - `f/<seq, 16 digits>` → {@link FailedItem}, the dead-letter store;
  * - `meta/nextSeq` → the next sequence number to hand out (never decreases).
- * Zero-padding makes `scan`'s key order the sequence order.
+ * Zero-padding makes `scan`'s key order the sequence order (and the marks' order of writing).
  */
 import { z } from 'zod'
 import type { MutationAction, Row } from './protocol.js'
@@ -111,6 +113,35 @@ export const queueItemSchema = z.object(itemShape).refine(dataMatchesAction, dat
 export const failedItemSchema = z
   .object({ ...itemShape, error: queueErrorSchema, failedAt: z.number() })
   .refine(dataMatchesAction, dataRule)
+
+/**
+ * One `markSent` call as stored: for each item, by position, the attempt count and base version
+ * it was sent with, all at `at`. Writing this one record instead of every item whole is what makes
+ * freezing a slice cheap. At load an entry counts only when its attempt count is higher than the
+ * item's own `attempts`: an item written whole later (an error kept on it, a remap) already holds
+ * what the entry says, and a later mark of the same item holds a higher count.
+ */
+export interface SentMark {
+  /** When the slice was handed to the server (the items' `lastAttempt`). */
+  readonly at: number
+  readonly seqs: readonly number[]
+  /** Each item's `attempts` after this attempt. */
+  readonly attempts: readonly number[]
+  /** Each item's base version as sent. */
+  readonly bases: ReadonlyArray<number | null>
+}
+
+/** Validates a stored {@link SentMark}. */
+export const sentMarkSchema = z
+  .object({
+    at: z.number(),
+    seqs: z.array(z.number().int().min(1).max(MAX_SEQ)),
+    attempts: z.array(z.number().int().min(1)),
+    bases: z.array(z.number().int().nullable()),
+  })
+  .refine((m) => m.seqs.length === m.attempts.length && m.seqs.length === m.bases.length, {
+    message: 'seqs, attempts and bases must have one entry per item',
+  })
 
 /** Storage key of the item with `seq` under `prefix`. */
 export function seqKey(prefix: string, seq: number): string {

@@ -330,6 +330,50 @@ describe('engine through the real stack', () => {
     expect((await a.sync.getMetrics()).dataInSync).toBe(true)
   })
 
+  it('a damaged sent mark: what it marked still counts as sent, so a later write is not folded into a change the server already applied', async () => {
+    const user = newUser()
+    // The device's storage as a crash right after freezing the push would have left it.
+    const storage = createMemoryStorage()
+    let atCrash: Promise<Array<{ key: string; value: unknown }>> | null = null
+    const watched: Storage = Object.create(storage, {
+      commit: {
+        value: async (ops: Parameters<Storage['commit']>[0]) => {
+          await storage.commit(ops)
+          if (!atCrash && ops.some((op) => op.type === 'set' && op.key.startsWith('s/'))) atCrash = storage.scan('')
+        },
+      },
+    })
+    const a = device(user, watched)
+    await a.sync.ready
+    const r = await a.contacts.insert({ name: 'v1' })
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    atCrash = null
+    await a.contacts.update(r.id, { name: 'v2' })
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    await a.sync.close()
+    const entries = await atCrash!
+    const mark = entries.filter((e) => e.key.startsWith('s/'))
+    expect(mark).toHaveLength(1)
+    // The server applied v2; the storage left behind has the update frozen, its mark now garbled.
+    const disk = createMemoryStorage()
+    await disk.commit([...entries.map((e) => ({ type: 'set' as const, key: e.key, value: e.value })), { type: 'set', key: mark[0]!.key, value: { seqs: 'garbled' } }])
+    const b = device(user, disk)
+    await b.sync.ready
+    expect(b.events).toContainEqual(expect.objectContaining({ type: 'error', kind: 'storage' }))
+    // Repair quarantines the mark, and first writes what it marked whole, as sent.
+    const report = await b.sync.repairSync()
+    expect(report.quarantined).toEqual([expect.objectContaining({ key: mark[0]!.key })])
+    expect(await disk.scan('s/')).toEqual([])
+    await b.contacts.update(r.id, { phone: '555' })
+    expect(b.sync.getSyncStatus().queueLength).toBe(2)
+    expect(await b.sync.forceSyncAll()).toMatchObject({ ok: true })
+    await settle(stack())
+    expect(await b.sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect((await serverRows(user)).get(r.id)).toMatchObject({ name: 'v2', phone: '555' })
+    expect(b.contacts.get(r.id)).toMatchObject({ name: 'v2', phone: '555' })
+    await b.sync.close()
+  })
+
   it('crash safety: a new orchestrator over the same storage after a crash at any point loses nothing and applies nothing twice', async () => {
     type Op = { kind: 'insert' } | { kind: 'update'; pick: number } | { kind: 'delete'; pick: number } | { kind: 'crash'; at: 'idle' | 'lost-push-response' | 'push-request' | 'pull' }
     const op = fc.oneof(

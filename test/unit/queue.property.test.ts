@@ -60,6 +60,30 @@ class Harness {
     expect(fresh.counts()).toEqual(this.queue.counts())
     this.queue = fresh
     this.check()
+    await this.checkMarks()
+  }
+
+  /**
+   * No sent mark outlives the items it counts for: reading storage as load does (each mark, in
+   * order, takes the items whose stored or marked attempt count is lower), every mark in storage
+   * still holds at least one item at the end.
+   */
+  async checkMarks(): Promise<void> {
+    const attempts = new Map<number, number>()
+    for (const { value } of await this.storage.scan('q/')) attempts.set((value as QueueItem).seq, (value as QueueItem).attempts)
+    const holder = new Map<number, string>()
+    const marks = await this.storage.scan('s/')
+    for (const { key, value } of marks) {
+      const mark = value as { seqs: number[]; attempts: number[] }
+      mark.seqs.forEach((seq, i) => {
+        if (attempts.has(seq) && mark.attempts[i]! > attempts.get(seq)!) {
+          attempts.set(seq, mark.attempts[i]!)
+          holder.set(seq, key)
+        }
+      })
+    }
+    const holding = new Set(holder.values())
+    for (const { key } of marks) expect(holding.has(key), `sent mark ${key} counts for no item`).toBe(true)
   }
 
   /** counts() and size agree with pending() and failed(); each record's items are in seq order. */

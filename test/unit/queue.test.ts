@@ -255,7 +255,11 @@ describe('push results', () => {
     expect(first.items).toEqual([expect.objectContaining({ seq: item!.seq, sent: true, attempts: 1, lastAttempt: 50, baseVersion: 5 })])
     const second = await run(queue.markSent([item!.seq, item!.seq, 999], { now: 60, baseVersions: new Map([[item!.seq, 9]]) }))
     expect(second.items).toEqual([expect.objectContaining({ attempts: 2, lastAttempt: 60, baseVersion: 5 })])
-    expect(second.ops).toHaveLength(1)
+    // The second attempt's mark replaces the first, which counted for nothing else.
+    expect(second.ops).toEqual([
+      { type: 'set', key: seqKey('s/', 2), value: { at: 60, seqs: [item!.seq], attempts: [2], bases: [5] } },
+      { type: 'delete', key: seqKey('s/', 1), value: undefined },
+    ])
     await expectResumes(storage, queue)
   })
 
@@ -468,6 +472,90 @@ describe('plans', () => {
   })
 })
 
+describe('sent marks', () => {
+  it('markSent writes one mark for the call and leaves the items\' entries as they were', async () => {
+    const { storage, queue, run } = await open()
+    const a = (await run(queue.enqueue(write('create', 'a', { id: 'a' })))).item!
+    const b = (await run(queue.enqueue(write('update', 'b', { n: 1 }, { baseVersion: 3 })))).item!
+    const plan = await run(queue.markSent([a, b], { now: 70, baseVersions: new Map([[b.seq, 4]]) }))
+    expect(plan.ops).toEqual([{ type: 'set', key: seqKey('s/', 1), value: { at: 70, seqs: [a.seq, b.seq], attempts: [1, 1], bases: [null, 4] } }])
+    expect(await storage.get(seqKey('q/', b.seq))).toEqual(b)
+    expect(queue.get(b.seq)).toMatchObject({ sent: true, attempts: 1, lastAttempt: 70, baseVersion: 4 })
+    await expectResumes(storage, queue)
+    // Reloaded, the items are sent: a later write to the record is not folded into them.
+    const fresh = createQueue({ storage, now })
+    await fresh.load()
+    expect(fresh.enqueue(write('update', 'b', { n: 2 })).outcome).toBe('appended')
+  })
+
+  it('a mark is deleted by the commit that removes or rewrites the last item it counts for', async () => {
+    const { storage, queue, run } = await open()
+    const items = []
+    for (const id of ['a', 'b', 'c']) items.push((await run(queue.enqueue(write('create', id, { id })))).item!)
+    const [a, b, c] = items as [typeof items[0], typeof items[0], typeof items[0]]
+    await run(queue.markSent([a, b, c]))
+    const marks = async () => (await storage.scan('s/')).map((e) => e.key)
+    expect((await run(queue.ack([a.seq]))).ops).toEqual([{ type: 'delete', key: seqKey('q/', a.seq), value: undefined }])
+    await run(queue.recordError(b.seq, { kind: 'network', message: 'offline' }))
+    expect(await marks()).toEqual([seqKey('s/', 1)])
+    // b's entry is whole now (attempts 1): the mark's entry for it no longer counts.
+    expect(await storage.get(seqKey('q/', b.seq))).toMatchObject({ sent: true, attempts: 1 })
+    await expectResumes(storage, queue)
+    await run(queue.fail(c.seq, { kind: 'permanent', message: 'no' }))
+    expect(await marks()).toEqual([])
+    await expectResumes(storage, queue)
+    // Sent again: a new mark; acked: gone with it.
+    await run(queue.markSent([b]))
+    expect(await marks()).toEqual([seqKey('s/', 2)])
+    await run(queue.ack([b.seq]))
+    expect(await marks()).toEqual([])
+    expect(await storage.scan('q/')).toEqual([])
+  })
+
+  it('an unreadable mark makes every queued item count as sent; settle then writes them whole', async () => {
+    const { storage, queue, run } = await open()
+    const a = (await run(queue.enqueue(write('update', 'a', { n: 1 })))).item!
+    const b = (await run(queue.enqueue(write('update', 'b', { n: 1 })))).item!
+    await run(queue.markSent([a]))
+    await run(queue.markSent([b]))
+    await storage.commit([{ type: 'set', key: seqKey('s/', 1), value: { at: 'garbled' } }])
+    const fresh = createQueue({ storage, now })
+    const problems = await fresh.load()
+    expect(problems).toEqual([expect.objectContaining({ key: seqKey('s/', 1), problem: expect.stringMatching(/invalid sent mark.*counts as sent/) })])
+    expect(fresh.pending().map((i) => [i.seq, i.sent, i.attempts])).toEqual([
+      [a.seq, true, 0],
+      [b.seq, true, 1],
+    ])
+    expect(fresh.enqueue(write('update', 'a', { n: 2 })).outcome).toBe('appended')
+    // What repair does: settle, then drop the damaged mark. Nothing sent looks unsent afterwards.
+    const settle = fresh.settle()
+    await storage.commit([...settle.ops, { type: 'delete', key: seqKey('s/', 1) }])
+    settle.apply()
+    expect(await storage.scan('s/')).toEqual([])
+    await expectResumes(storage, fresh)
+    expect(fresh.pending().every((i) => i.sent)).toBe(true)
+    // A new mark is numbered after every mark ever found, readable or not.
+    expect(fresh.markSent([a.seq]).ops[0]!.key).toBe(seqKey('s/', 3))
+  })
+
+  it('a mark under an unrecognised key is reported; a mark counting for nothing is dropped by settle', async () => {
+    const { storage, queue, run } = await open()
+    const a = (await run(queue.enqueue(write('create', 'a', { id: 'a' })))).item!
+    await storage.commit([
+      { type: 'set', key: seqKey('s/', 5), value: { at: 1, seqs: [999], attempts: [1], bases: [null] } },
+      { type: 'set', key: 's/x', value: {} },
+    ])
+    const fresh = createQueue({ storage, now })
+    expect((await fresh.load()).map((p) => [p.key, p.problem])).toEqual([['s/x', expect.stringMatching(/unrecognised key/)]])
+    expect(fresh.get(a.seq)).toMatchObject({ sent: true, attempts: 0 })
+    expect(fresh.settle().ops).toEqual([
+      { type: 'set', key: seqKey('q/', a.seq), value: fresh.get(a.seq) },
+      { type: 'delete', key: seqKey('s/', 5), value: undefined },
+    ])
+    expect(queue.settle().ops).toEqual([])
+  })
+})
+
 describe('load', () => {
   it('reports unusable entries, leaves them in storage, and never hands out their seqs', async () => {
     const storage = createMemoryStorage()
@@ -533,6 +621,7 @@ describe('load', () => {
     await commit(storage, queue.enqueue(write('create', 'b', {})))
     expect((await storage.scan('')).map((e) => e.key).sort()).toEqual(['dead/' + '1'.padStart(16, '0'), 'outbox-seq', 'outbox/' + '2'.padStart(16, '0')])
     expect(() => createQueue({ storage, prefix: 'q/', failedPrefix: 'q/f/' })).toThrow(TypeError)
+    expect(() => createQueue({ storage, markPrefix: 'f/' })).toThrow(TypeError)
     expect(() => createQueue({ storage, counterKey: 'q/n' })).toThrow(TypeError)
   })
 })
