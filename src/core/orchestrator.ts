@@ -692,7 +692,10 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   async function forceSyncAll(): Promise<ForceSyncResult> {
     await ready
     if (closed) return { ok: false, reason: 'stopped', message: 'the orchestrator is closed' }
-    const target = new Set(queue.pending().map((i) => i.seq))
+    // What was queued at the call: seqs only grow, and a later write folded into one of these items
+    // goes out with it.
+    const queued = queue.size
+    const lastQueued = queue.lastSeq
     let pulled = 0
     // A run may have started before the call; a few runs drain what was queued at the call.
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -706,8 +709,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
         return { ok: false, reason, message: result.error.message }
       }
       pulled += result.didWork ? 1 : 0
-      const left = queue.pending().filter((i) => target.has(i.seq) && !isHeld(i))
-      if (left.length === 0) return { ok: true, pushed: target.size, pulled }
+      let left = false
+      queue.scanInDeliveryOrder((item) => !(left = item.seq <= lastQueued && !isHeld(item)))
+      if (!left) return { ok: true, pushed: queued, pulled }
     }
     return { ok: false, reason: 'error', message: 'queued changes did not drain after repeated syncs' }
   }

@@ -192,6 +192,11 @@ export interface Queue {
   load(): Promise<QueueLoadProblem[]>
   /** Number of queued items (dead-letter items excluded). */
   readonly size: number
+  /**
+   * The highest seq handed out so far (0 before the first). Every item queued now has a seq at most
+   * this; items queued later, and items put back by `retryFailed`, get higher ones.
+   */
+  readonly lastSeq: number
   /** Queue a change, coalescing it into the record's last item when that item was never sent. */
   enqueue(input: EnqueueInput): EnqueuePlan
   /** Items to push next: by effective priority then seq across records, FIFO within a record. */
@@ -854,6 +859,9 @@ export function createQueue(options: QueueOptions): Queue {
     load,
     get size() {
       return state.items.size
+    },
+    get lastSeq() {
+      return state.nextSeq - 1
     },
 
     enqueue(input) {

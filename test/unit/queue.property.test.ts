@@ -49,6 +49,7 @@ class Harness {
   fresh(seq: number): void {
     expect(seq).toBeGreaterThan(this.maxSeq)
     this.maxSeq = seq
+    expect(this.queue.lastSeq).toBe(seq)
   }
 
   /** Replace the queue with one loaded from storage; it must be exactly where the old one was. */
@@ -58,6 +59,7 @@ class Harness {
     expect(fresh.pending()).toEqual(this.queue.pending())
     expect(fresh.failed()).toEqual(this.queue.failed())
     expect(fresh.counts()).toEqual(this.queue.counts())
+    expect(fresh.lastSeq).toBe(this.queue.lastSeq)
     this.queue = fresh
     this.check()
     await this.checkMarks()

@@ -33,6 +33,7 @@ async function expectResumes(storage: Storage, queue: Queue): Promise<void> {
   expect(fresh.failed()).toEqual(queue.failed())
   expect(fresh.counts()).toEqual(queue.counts())
   expect(fresh.size).toBe(queue.size)
+  expect(fresh.lastSeq).toBe(queue.lastSeq)
   const probe = write('create', `probe-${clock}`, { x: 1 })
   expect(fresh.enqueue(probe).item!.seq).toBe(queue.enqueue(probe).item!.seq)
 }
@@ -58,6 +59,7 @@ describe('enqueue', () => {
     expect([a.item!.seq, b.item!.seq]).toEqual([1, 2])
     expect(a.item).toMatchObject({ action: 'create', entityType: 'contacts', recordId: 'a', localId: 'a', remoteId: null, baseVersion: null, attempts: 0, lastAttempt: null, error: null, priority: 'normal', sent: false })
     expect(await queueKeys(storage)).toEqual([seqKey('q/', 1), seqKey('q/', 2)])
+    expect(queue.lastSeq).toBe(2)
     expect(await storage.get('meta/nextSeq')).toBe(3)
     await expectResumes(storage, queue)
   })
