@@ -14,8 +14,10 @@
  * database and PostgREST on its other core makes far from zero.
  * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`. `ENGINE_BATCH` sets the
  * push batch size (default: the orchestrator's, 1000, reached from a first batch of 200).
- * `ENGINE_STORAGE=file` gives the backlog part's devices the Node file storage (default: memory
- * storage, which measures the engine without its storage's encoding and writes).
+ * `ENGINE_STORAGE=file` gives the backlog part's devices the Node file storage, `ENGINE_STORAGE=web`
+ * the Web Storage adapter over an in-memory `Storage` (the adapter's journal and encoding, without a
+ * browser's own cost of storing strings); default: memory storage, which measures the engine
+ * without its storage's encoding and writes.
  * `ENGINE_NOISE_PROBE=0` leaves the idle sibling process out (it competes for the same cores; its
  * figure then reads NaN).
  */
@@ -30,6 +32,7 @@ import { createSyncOrchestrator } from '../src/core/orchestrator.js'
 import { createSupabaseBackend } from '../src/backends/supabase/index.js'
 import { createMemoryStorage } from '../src/storage/memory.js'
 import { createFileStorage } from '../src/storage/file.js'
+import { createWebStorage, type WebStorageLike } from '../src/storage/webStorage.js'
 import { createManualEnvironment } from '../src/env/manual.js'
 import { startLocalStack, type LocalStack } from '../src/testing/index.js'
 import { directClient } from './direct.js'
@@ -50,9 +53,26 @@ const idleBackend: Backend = {
   checksum: async () => [],
 }
 
+/** A `localStorage` stand-in: strings in a Map. */
+function mapWebStorage(): WebStorageLike {
+  const data = new Map<string, string>()
+  return {
+    get length() {
+      return data.size
+    },
+    key: (index) => [...data.keys()][index] ?? null,
+    getItem: (key) => data.get(key) ?? null,
+    setItem: (key, value) => void data.set(key, value),
+    removeItem: (key) => void data.delete(key),
+  }
+}
+
+type StorageKind = 'memory' | 'file' | 'web'
+
 /** A new storage of `kind`; a file storage's directory is added to `dirs`, for the caller to remove. */
-function newStorage(kind: 'memory' | 'file', dirs: string[]): Storage {
+function newStorage(kind: StorageKind, dirs: string[]): Storage {
   if (kind === 'memory') return createMemoryStorage()
+  if (kind === 'web') return createWebStorage({ namespace: 'bench', storage: mapWebStorage() })
   const dir = mkdtempSync(join(tmpdir(), 'so-bench-'))
   dirs.push(dir)
   return createFileStorage({ path: join(dir, 'db.log') })
@@ -157,7 +177,7 @@ const N = 10_000
 
 async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const limit = await bulkLimit(stack, N)
-  const storageKind = process.env.ENGINE_STORAGE === 'file' ? 'file' : 'memory'
+  const storageKind: StorageKind = process.env.ENGINE_STORAGE === 'file' || process.env.ENGINE_STORAGE === 'web' ? process.env.ENGINE_STORAGE : 'memory'
   const dirs: string[] = []
   const make = (user: string) => {
     const env = createManualEnvironment({ now: Date.now(), online: false })
