@@ -56,8 +56,11 @@ export class SyncError extends Error {
   }
 }
 
-/** Why a storage operation failed. */
-export type StorageErrorKind = 'quota-exceeded' | 'corrupt' | 'io' | 'closed'
+/**
+ * Why a storage operation failed. `incompatible`: the store was written by a newer version of the
+ * engine (its `meta/format` is above what this version reads); nothing in it was changed.
+ */
+export type StorageErrorKind = 'quota-exceeded' | 'corrupt' | 'io' | 'closed' | 'incompatible'
 
 /** A failure of a storage adapter. Nothing already stored is lost when one is thrown. */
 export class StorageError extends Error {

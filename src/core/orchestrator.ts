@@ -121,6 +121,13 @@ function resolveOptions(options: SyncOrchestratorOptions): Resolved {
 }
 
 const META_CLIENT_ID = 'meta/clientId'
+const META_FORMAT = 'meta/format'
+/**
+ * The layout of the store this version writes (records, queue items and their sent marks,
+ * conflicts, meta). Raised whenever an earlier version would misread what this one writes; a store
+ * of a higher format is refused, untouched.
+ */
+const STORE_FORMAT = 1
 const META_CURSOR = 'meta/cursor'
 const META_RESYNC = 'meta/resync'
 const CONFLICT_PREFIX = 'c/'
@@ -223,6 +230,13 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
 
   // ── loading ─────────────────────────────────────────────────────────────
   async function loadState(): Promise<void> {
+    const format = await storage.get(META_FORMAT)
+    if (typeof format === 'number' && format > STORE_FORMAT) {
+      throw new StorageError(
+        'incompatible',
+        `local storage has format ${format}, written by a newer version; this version reads up to format ${STORE_FORMAT}, and left it untouched`,
+      )
+    }
     for (const table of tables.values()) {
       table.records.clear()
       table.aliases.clear()
@@ -241,6 +255,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       if (parsed.success) conflicts.set(parsed.data.id, parsed.data as StoredConflict)
       else damaged.push({ key, value, problem: 'invalid conflict entry' })
     }
+    if (format !== undefined && !(Number.isInteger(format) && (format as number) >= 1)) {
+      damaged.push({ key: META_FORMAT, value: format, problem: 'unreadable store format' })
+    }
     const invalidItems = await queue.load()
     for (const item of invalidItems) damaged.push(item)
     // scan() skips values an adapter cannot decode; an adapter that can list its damage tells us,
@@ -254,10 +271,13 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     }
     const [storedClientId, storedCursor, storedResync] = await storage.getMany([META_CLIENT_ID, META_CURSOR, META_RESYNC])
     if (!clientId) clientId = typeof storedClientId === 'string' ? storedClientId : ''
+    const firstOps: import('./storage.js').StorageOp[] = []
     if (!clientId) {
       clientId = randomUuid()
-      await storage.commit([setOp(META_CLIENT_ID, clientId)])
+      firstOps.push(setOp(META_CLIENT_ID, clientId))
     }
+    if (format === undefined) firstOps.push(setOp(META_FORMAT, STORE_FORMAT))
+    if (firstOps.length > 0) await storage.commit(firstOps)
     cursor = typeof storedCursor === 'string' ? storedCursor : null
     resync = storedResync === true ? { seen: new Set() } : null
     if (storedResync === true) cursor = null

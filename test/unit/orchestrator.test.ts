@@ -211,3 +211,38 @@ describe('orchestrator over the protocol model', () => {
     expect(a2.sync.getConflicts()).toHaveLength(0)
   })
 })
+
+describe('store format', () => {
+  it('a new store records its format; a store of a newer format is refused with nothing changed', async () => {
+    const backend = createMemoryBackend({ tables: ['contacts', 'notes'] })
+    const a = device(backend)
+    await a.sync.ready
+    await a.contacts.insert({ name: 'Ada' })
+    expect(await a.storage.get('meta/format')).toBe(1)
+    const entries = await a.storage.scan('')
+    await a.sync.close()
+
+    const newer = createMemoryStorage()
+    await newer.commit([...entries.map((e) => ({ type: 'set' as const, key: e.key, value: e.value })), { type: 'set', key: 'meta/format', value: 2 }])
+    const before = await newer.scan('')
+    const b = device(backend, {}, newer)
+    await expect(b.sync.ready).rejects.toMatchObject({ name: 'StorageError', kind: 'incompatible' })
+    await expect(b.contacts.insert({ name: 'Grace' })).rejects.toMatchObject({ kind: 'incompatible' })
+    await expect(b.sync.forceSyncAll()).rejects.toMatchObject({ kind: 'incompatible' })
+    expect(await newer.scan('')).toEqual(before)
+  })
+
+  it('an unreadable format is reported as damage; repair quarantines it and the current format is written', async () => {
+    const backend = createMemoryBackend({ tables: ['contacts', 'notes'] })
+    const storage = createMemoryStorage()
+    await storage.commit([{ type: 'set', key: 'meta/format', value: 'one' }])
+    const a = device(backend, {}, storage)
+    const errors: string[] = []
+    a.sync.subscribe((e) => e.type === 'error' && errors.push(e.kind))
+    await a.sync.ready
+    expect(errors).toContain('storage')
+    const report = await a.sync.repairSync()
+    expect(report.quarantined).toEqual([{ key: 'meta/format', problem: 'unreadable store format' }])
+    expect(await storage.get('meta/format')).toBe(1)
+  })
+})
