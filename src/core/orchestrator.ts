@@ -125,9 +125,11 @@ const META_FORMAT = 'meta/format'
 /**
  * The layout of the store this version writes (records, queue items and their sent marks,
  * conflicts, meta). Raised whenever an earlier version would misread what this one writes; a store
- * of a higher format is refused, untouched.
+ * of a higher format is refused, untouched, and one of a lower format is marked with this one when
+ * opened (this version reads every earlier layout). 1: sent marks; 2: a record's base stored as
+ * `'data'` when it equals its data.
  */
-const STORE_FORMAT = 1
+const STORE_FORMAT = 2
 const META_CURSOR = 'meta/cursor'
 const META_RESYNC = 'meta/resync'
 const CONFLICT_PREFIX = 'c/'
@@ -276,7 +278,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       clientId = randomUuid()
       firstOps.push(setOp(META_CLIENT_ID, clientId))
     }
-    if (format === undefined) firstOps.push(setOp(META_FORMAT, STORE_FORMAT))
+    if (format === undefined || (Number.isInteger(format) && (format as number) >= 1 && (format as number) < STORE_FORMAT)) firstOps.push(setOp(META_FORMAT, STORE_FORMAT))
     if (firstOps.length > 0) await storage.commit(firstOps)
     cursor = typeof storedCursor === 'string' ? storedCursor : null
     resync = storedResync === true ? { seen: new Set() } : null

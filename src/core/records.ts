@@ -1,9 +1,10 @@
 /**
  * The local record store: every synced record of every collection, in memory and in storage.
  *
- * Storage layout: one key per record, `r/<collection>/<id>` → {@link RecordEnvelope}; aliases for
- * server-assigned ids, `a/<collection>/<localId>` → remote id. A write touches one record key, so a
- * local write costs O(1) storage ops whatever the number of records.
+ * Storage layout: one key per record, `r/<collection>/<id>` → {@link StoredEnvelope} (the envelope,
+ * with `base: 'data'` when the base holds exactly the data's fields: the row is stored once);
+ * aliases for server-assigned ids, `a/<collection>/<localId>` → remote id. A write touches one
+ * record key, so a local write costs O(1) storage ops whatever the number of records.
  *
  * Invariants:
  * - `data` is what the app sees (local-only fields included); `base` is the last row confirmed by
@@ -28,17 +29,49 @@ export interface RecordEnvelope {
   state: RecordSyncState
 }
 
+/**
+ * An envelope as stored: `base` is the string `'data'` when it has exactly `data`'s fields with the
+ * same values (a synced record without local-only fields, the usual case), so the row is stored
+ * once instead of twice.
+ */
+export type StoredEnvelope = Omit<RecordEnvelope, 'base'> & { base: Row | null | 'data' }
+
 const rowSchema = z.record(z.string(), z.unknown())
 
-/** Validates a persisted envelope. */
+/** Validates a persisted envelope ({@link StoredEnvelope}). */
 export const recordEnvelopeSchema = z.object({
   data: rowSchema,
-  base: rowSchema.nullable(),
+  base: z.union([rowSchema, z.literal('data')]).nullable(),
   version: z.number().int().nullable(),
   deleted: z.boolean(),
   hlc: z.string().nullable(),
   state: z.enum(['synced', 'pending', 'conflict', 'failed']),
 })
+
+/** Whether `a` and `b` have the same own fields holding the same values (`===`). */
+function sameFields(a: Row, b: Row): boolean {
+  let count = 0
+  for (const key in a) {
+    if (!Object.hasOwn(a, key)) continue
+    if (!Object.hasOwn(b, key) || a[key] !== b[key]) return false
+    count++
+  }
+  for (const key in b) if (Object.hasOwn(b, key)) count--
+  return count === 0
+}
+
+/** What is stored for `envelope`: the row once when its base equals its data field for field. */
+export function storedEnvelope(envelope: RecordEnvelope): StoredEnvelope {
+  const { data, base } = envelope
+  if (base === null || (base !== data && !sameFields(data, base))) return envelope
+  return { data, base: 'data', version: envelope.version, deleted: envelope.deleted, hlc: envelope.hlc, state: envelope.state }
+}
+
+/** The envelope a stored one stands for; a base stored as `'data'` becomes a copy of the data. */
+export function loadedEnvelope(stored: StoredEnvelope): RecordEnvelope {
+  if (stored.base !== 'data') return stored as RecordEnvelope
+  return { data: stored.data, base: { ...stored.data }, version: stored.version, deleted: stored.deleted, hlc: stored.hlc, state: stored.state }
+}
 
 /** Storage key of a record. */
 export function recordKey(collection: string, id: string): string {
@@ -79,7 +112,7 @@ export class RecordTable {
   /** Ops to store `envelope` under `id`, and the in-memory update to run once committed. */
   put(id: string, envelope: RecordEnvelope): { ops: StorageOp[]; apply: () => void } {
     return {
-      ops: [setOp(recordKey(this.name, id), envelope)],
+      ops: [setOp(recordKey(this.name, id), storedEnvelope(envelope))],
       apply: () => {
         this.records.set(id, envelope)
         this.invalidate()
@@ -148,6 +181,6 @@ export function loadRecordEntry(
   }
   const parsed = recordEnvelopeSchema.safeParse(value)
   if (!parsed.success) return { key, value, problem: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') }
-  table.records.set(id, parsed.data as RecordEnvelope)
+  table.records.set(id, loadedEnvelope(parsed.data as StoredEnvelope))
   return null
 }

@@ -218,12 +218,12 @@ describe('store format', () => {
     const a = device(backend)
     await a.sync.ready
     await a.contacts.insert({ name: 'Ada' })
-    expect(await a.storage.get('meta/format')).toBe(1)
+    expect(await a.storage.get('meta/format')).toBe(2)
     const entries = await a.storage.scan('')
     await a.sync.close()
 
     const newer = createMemoryStorage()
-    await newer.commit([...entries.map((e) => ({ type: 'set' as const, key: e.key, value: e.value })), { type: 'set', key: 'meta/format', value: 2 }])
+    await newer.commit([...entries.map((e) => ({ type: 'set' as const, key: e.key, value: e.value })), { type: 'set', key: 'meta/format', value: 3 }])
     const before = await newer.scan('')
     const b = device(backend, {}, newer)
     await expect(b.sync.ready).rejects.toMatchObject({ name: 'StorageError', kind: 'incompatible' })
@@ -243,6 +243,38 @@ describe('store format', () => {
     expect(errors).toContain('storage')
     const report = await a.sync.repairSync()
     expect(report.quarantined).toEqual([{ key: 'meta/format', problem: 'unreadable store format' }])
-    expect(await storage.get('meta/format')).toBe(1)
+    expect(await storage.get('meta/format')).toBe(2)
+  })
+})
+
+describe('stored records', () => {
+  it('a synced record stores its row once; one with local-only fields keeps its base apart; both reload as they were', async () => {
+    const backend = createMemoryBackend({ tables: ['contacts', 'notes'] })
+    const storage = createMemoryStorage()
+    const a = device(backend, {}, storage)
+    await a.sync.ready
+    const plain = await a.contacts.insert({ name: 'Ada' })
+    const local = await a.contacts.insert({ name: 'Grace', localNotes: 'mine' })
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    const stored = (id: string) => storage.get(`r/contacts/${id}`) as Promise<{ data: Record<string, unknown>; base: unknown }>
+    expect((await stored(plain.id)).base).toBe('data')
+    expect((await stored(local.id)).base).toEqual({ ...(await stored(local.id)).data, localNotes: undefined })
+    expect((await stored(local.id)).base).not.toHaveProperty('localNotes')
+    const before = { plain: a.contacts.get(plain.id), local: a.contacts.get(local.id) }
+    const entries = await storage.scan('')
+    await a.sync.close()
+
+    // Reloaded: the same rows, still synced, and a later edit merges on the base as before.
+    const copy = createMemoryStorage()
+    await copy.commit(entries.map((e) => ({ type: 'set' as const, key: e.key, value: e.value })))
+    const b = device(backend, {}, copy)
+    await b.sync.ready
+    expect(b.contacts.get(plain.id)).toEqual(before.plain)
+    expect(b.contacts.get(local.id)).toEqual(before.local)
+    expect(b.contacts.syncState(plain.id)).toBe('synced')
+    await b.contacts.update(plain.id, { phone: '1' })
+    expect(await b.sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect(backend.tables.get('contacts')!.get(plain.id)!.row).toMatchObject({ name: 'Ada', phone: '1' })
+    expect((await copy.get(`r/contacts/${plain.id}`) as { base: unknown }).base).toBe('data')
   })
 })
