@@ -571,6 +571,87 @@ function describeIssues(error: { issues: ReadonlyArray<{ path: readonly Property
   return error.issues.map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message)).join('; ')
 }
 
+/** The storage op of one change (a `mark` has none: the plan writes its record once). */
+function opOf(o: Resolved, change: Change): StorageOp | null {
+  switch (change.type) {
+    case 'put':
+      return setOp(seqKey(o.prefix, change.seq), change.item)
+    case 'mark':
+      return null
+    case 'remove':
+      return deleteOp(seqKey(o.prefix, change.seq))
+    case 'putFailed':
+      return setOp(seqKey(o.failedPrefix, change.seq), change.item)
+    case 'removeFailed':
+      return deleteOp(seqKey(o.failedPrefix, change.seq))
+    case 'nextSeq':
+      return setOp(o.counterKey, change.seq)
+    case 'dropMark':
+      return deleteOp(seqKey(o.markPrefix, change.seq))
+  }
+}
+
+/** The item's stored entry is whole again (or gone): its mark no longer counts for it. */
+function release(s: State, seq: number): void {
+  const mark = s.markOf.get(seq)
+  if (mark === undefined) return
+  s.markOf.delete(seq)
+  if (mark === UNKNOWN_MARK) return
+  const left = s.marks.get(mark)! - 1
+  if (left === 0) s.marks.delete(mark)
+  else s.marks.set(mark, left)
+}
+
+/**
+ * The in-memory effect of one change. (Module functions, not closures of `createQueue`: code
+ * optimized for one queue's closures would be thrown away when another queue's ran through it.)
+ */
+function runChange(s: State, change: Change): void {
+  switch (change.type) {
+    case 'put':
+      put(s, change.item)
+      return release(s, change.seq)
+    case 'mark':
+      put(s, change.item)
+      release(s, change.seq)
+      s.markOf.set(change.seq, change.mark)
+      s.marks.set(change.mark, (s.marks.get(change.mark) ?? 0) + 1)
+      return
+    case 'remove':
+      detach(s, change.seq)
+      return release(s, change.seq)
+    case 'putFailed':
+      return putFailed(s, change.item)
+    case 'removeFailed':
+      return removeFailed(s, change.seq)
+    case 'nextSeq':
+      s.nextSeq = change.seq
+      return
+    case 'dropMark':
+      s.marks.delete(change.seq)
+  }
+}
+
+/**
+ * Marks a plan of `changes` empties: every item they count for is written whole, removed or marked
+ * again by it, so their records are deleted in the same commit. (A plan names each queued seq at
+ * most once.)
+ */
+function marksEmptiedBy(s: State, changes: readonly Change[]): number[] {
+  const emptied: number[] = []
+  if (s.marks.size === 0) return emptied
+  let left: Map<number, number> | null = null
+  for (const change of changes) {
+    if (change.type !== 'put' && change.type !== 'remove' && change.type !== 'mark') continue
+    const mark = s.markOf.get(change.seq)
+    if (mark === undefined || mark === UNKNOWN_MARK) continue
+    left ??= new Map()
+    left.set(mark, (left.get(mark) ?? s.marks.get(mark)!) - 1)
+  }
+  if (left) for (const [mark, count] of left) if (count === 0) emptied.push(mark)
+  return emptied
+}
+
 /** Create a queue over `storage`; call `load()` before changing it. */
 export function createQueue(options: QueueOptions): Queue {
   const o = resolveOptions(options)
@@ -584,93 +665,17 @@ export function createQueue(options: QueueOptions): Queue {
    */
   let nextMark = 1
 
-  function opOf(change: Change): StorageOp | null {
-    switch (change.type) {
-      case 'put':
-        return setOp(seqKey(o.prefix, change.seq), change.item)
-      case 'mark':
-        return null
-      case 'remove':
-        return deleteOp(seqKey(o.prefix, change.seq))
-      case 'putFailed':
-        return setOp(seqKey(o.failedPrefix, change.seq), change.item)
-      case 'removeFailed':
-        return deleteOp(seqKey(o.failedPrefix, change.seq))
-      case 'nextSeq':
-        return setOp(o.counterKey, change.seq)
-      case 'dropMark':
-        return deleteOp(seqKey(o.markPrefix, change.seq))
-    }
-  }
-
-  /** The item's stored entry is whole again (or gone): its mark no longer counts for it. */
-  function release(seq: number): void {
-    const mark = state.markOf.get(seq)
-    if (mark === undefined) return
-    state.markOf.delete(seq)
-    if (mark === UNKNOWN_MARK) return
-    const left = state.marks.get(mark)! - 1
-    if (left === 0) state.marks.delete(mark)
-    else state.marks.set(mark, left)
-  }
-
-  function run(change: Change): void {
-    switch (change.type) {
-      case 'put':
-        put(state, change.item)
-        return release(change.seq)
-      case 'mark':
-        put(state, change.item)
-        release(change.seq)
-        state.markOf.set(change.seq, change.mark)
-        state.marks.set(change.mark, (state.marks.get(change.mark) ?? 0) + 1)
-        return
-      case 'remove':
-        detach(state, change.seq)
-        return release(change.seq)
-      case 'putFailed':
-        return putFailed(state, change.item)
-      case 'removeFailed':
-        return removeFailed(state, change.seq)
-      case 'nextSeq':
-        state.nextSeq = change.seq
-        return
-      case 'dropMark':
-        state.marks.delete(change.seq)
-    }
-  }
-
-  /**
-   * Marks this plan empties: every item they count for is written whole, removed or marked again
-   * by it, so their records are deleted in the same commit. (A plan names each queued seq at most
-   * once.)
-   */
-  function marksEmptiedBy(changes: readonly Change[]): number[] {
-    const emptied: number[] = []
-    if (state.marks.size === 0) return emptied
-    let left: Map<number, number> | null = null
-    for (const change of changes) {
-      if (change.type !== 'put' && change.type !== 'remove' && change.type !== 'mark') continue
-      const mark = state.markOf.get(change.seq)
-      if (mark === undefined || mark === UNKNOWN_MARK) continue
-      left ??= new Map()
-      left.set(mark, (left.get(mark) ?? state.marks.get(mark)!) - 1)
-    }
-    if (left) for (const [mark, count] of left) if (count === 0) emptied.push(mark)
-    return emptied
-  }
-
   /** A plan of `changes`; `written` is the sent mark it writes, as number and record. */
   function plan<T extends object>(changes: Change[], extra: T, written?: { mark: number; record: SentMark }): QueuePlan & T {
     const madeAt = generation
     let applied = false
     const ops: StorageOp[] = []
     for (const change of changes) {
-      const op = opOf(change)
+      const op = opOf(o, change)
       if (op !== null) ops.push(op)
     }
     if (written) ops.push(setOp(seqKey(o.markPrefix, written.mark), written.record))
-    for (const mark of marksEmptiedBy(changes)) ops.push(deleteOp(seqKey(o.markPrefix, mark)))
+    for (const mark of marksEmptiedBy(state, changes)) ops.push(deleteOp(seqKey(o.markPrefix, mark)))
     return {
       ...extra,
       ops,
@@ -679,7 +684,7 @@ export function createQueue(options: QueueOptions): Queue {
         if (changes.length > 0) {
           if (madeAt !== generation) throw new StaleQueuePlanError()
           generation++
-          for (const change of changes) run(change)
+          for (const change of changes) runChange(state, change)
         }
         applied = true
       },
