@@ -20,7 +20,7 @@
  *   except a local write whose local storage failed (the app must know its write did not happen).
  */
 import type { Backend, Change, Row } from './protocol.js'
-import { deleteOp, setOp, type Storage } from './storage.js'
+import { deleteOp, setOp, type Storage, type StorageOp } from './storage.js'
 import type { Environment, Unsubscribe } from './env.js'
 import { createSilentLogger, type Logger } from './logger.js'
 import { AbortError, SyncError, StorageError, isAbortError } from './errors.js'
@@ -233,7 +233,9 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   // ── loading ─────────────────────────────────────────────────────────────
   async function loadState(): Promise<void> {
     const format = await storage.get(META_FORMAT)
-    if (typeof format === 'number' && format > STORE_FORMAT) {
+    // Absent in a store older than the marker; anything but a positive integer is damage.
+    const formatOk = format === undefined || (typeof format === 'number' && Number.isInteger(format) && format >= 1)
+    if (formatOk && (format ?? 0) > STORE_FORMAT) {
       throw new StorageError(
         'incompatible',
         `local storage has format ${format}, written by a newer version; this version reads up to format ${STORE_FORMAT}, and left it untouched`,
@@ -257,7 +259,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       if (parsed.success) conflicts.set(parsed.data.id, parsed.data as StoredConflict)
       else damaged.push({ key, value, problem: 'invalid conflict entry' })
     }
-    if (format !== undefined && !(Number.isInteger(format) && (format as number) >= 1)) {
+    if (!formatOk) {
       damaged.push({ key: META_FORMAT, value: format, problem: 'unreadable store format' })
     }
     const invalidItems = await queue.load()
@@ -273,12 +275,12 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     }
     const [storedClientId, storedCursor, storedResync] = await storage.getMany([META_CLIENT_ID, META_CURSOR, META_RESYNC])
     if (!clientId) clientId = typeof storedClientId === 'string' ? storedClientId : ''
-    const firstOps: import('./storage.js').StorageOp[] = []
+    const firstOps: StorageOp[] = []
     if (!clientId) {
       clientId = randomUuid()
       firstOps.push(setOp(META_CLIENT_ID, clientId))
     }
-    if (format === undefined || (Number.isInteger(format) && (format as number) >= 1 && (format as number) < STORE_FORMAT)) firstOps.push(setOp(META_FORMAT, STORE_FORMAT))
+    if (formatOk && (format ?? 0) < STORE_FORMAT) firstOps.push(setOp(META_FORMAT, STORE_FORMAT))
     if (firstOps.length > 0) await storage.commit(firstOps)
     cursor = typeof storedCursor === 'string' ? storedCursor : null
     resync = storedResync === true ? { seen: new Set() } : null
@@ -732,7 +734,11 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       }
       pulled += result.didWork ? 1 : 0
       let left = false
-      queue.scanInDeliveryOrder((item) => !(left = item.seq <= lastQueued && !isHeld(item)))
+      queue.scanInDeliveryOrder((item) => {
+        if (item.seq > lastQueued || isHeld(item)) return true
+        left = true
+        return false
+      })
       if (!left) return { ok: true, pushed: queued, pulled }
     }
     return { ok: false, reason: 'error', message: 'queued changes did not drain after repeated syncs' }
@@ -863,7 +869,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       const quarantined: DamagedEntry[] = [...damaged]
       // Items a sent mark counts for are written whole first: a damaged mark quarantined below
       // would otherwise leave them looking unsent.
-      const ops: import('./storage.js').StorageOp[] = [...queue.settle().ops]
+      const ops: StorageOp[] = [...queue.settle().ops]
       for (const d of quarantined) {
         ops.push(setOp(QUARANTINE_PREFIX + d.key, { key: d.key, value: safeJson(d.value), problem: d.problem, at: env.now() }))
         ops.push(deleteOp(d.key))

@@ -814,7 +814,8 @@ export function createQueue(options: QueueOptions): Queue {
     if (unreadableMarks) {
       // Which items an unreadable mark marked is unknown, and an item sent but taken for unsent
       // could have a later write folded into it after the server applied it: all count as sent.
-      for (const item of [...s.items.values()]) {
+      // (Replacing a value under its own key while iterating a Map is safe.)
+      for (const item of s.items.values()) {
         if (item.sent) continue
         put(s, freezeItem(sentItem(item, item.lastAttempt, item.baseVersion, item.attempts)))
         s.markOf.set(item.seq, UNKNOWN_MARK)
