@@ -613,10 +613,12 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       ids.push(key)
       touched.set(c.name, ids)
     }
-    const remoteRow = stripLocalOnly(change.row, c.localOnly)
+    // (The decoded row is this change's own: with no local-only fields it is kept as it is, as
+    // both data and base of a record it leaves synced.)
+    const remoteRow = c.localOnly.length > 0 ? stripLocalOnly(change.row, c.localOnly) : change.row
     if (!rec) {
       if (change.deleted) return
-      tx.add(table.put(key, { data: { ...change.row }, base: remoteRow, version: change.version, deleted: false, hlc: change.hlc, state: 'synced' }))
+      tx.add(table.put(key, { data: c.localOnly.length > 0 ? { ...change.row } : change.row, base: remoteRow, version: change.version, deleted: false, hlc: change.hlc, state: 'synced' }))
       return mark()
     }
     if (rec.state === 'conflict') {
@@ -632,7 +634,7 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
     const queued = queue.pendingFor(c.table, key)
     if (queued.length === 0) {
       if (change.deleted) tx.add(table.remove(key))
-      else tx.add(table.put(key, { data: withLocalOnly(change.row, rec.data, c.localOnly), base: remoteRow, version: change.version, deleted: false, hlc: change.hlc, state: 'synced' }))
+      else tx.add(table.put(key, { data: c.localOnly.length > 0 ? withLocalOnly(change.row, rec.data, c.localOnly) : change.row, base: remoteRow, version: change.version, deleted: false, hlc: change.hlc, state: 'synced' }))
       return mark()
     }
     if (change.hlc !== null && queued.some((i) => i.sent && i.hlc === change.hlc)) {

@@ -358,7 +358,9 @@ export function createPushLoop(ctx: PushContext): PushLoop {
           // (The decoded row is this outcome's own: with no local-only fields it is kept as it is.)
           const serverRow = outcome.row ? (c.localOnly.length > 0 ? stripLocalOnly(outcome.row, c.localOnly) : outcome.row) : rec.base
           const done = remaining === 0 && rec.state !== 'conflict'
-          const data = done && outcome.row ? withLocalOnly(outcome.row, rec.data, c.localOnly) : storedKey !== key ? { ...rec.data, [c.primaryKey]: outcome.row![c.primaryKey] } : rec.data
+          // Without local-only fields, a record done syncing holds the server's row as both data
+          // and base: one object, stored once.
+          const data = done && outcome.row ? (c.localOnly.length > 0 ? withLocalOnly(outcome.row, rec.data, c.localOnly) : outcome.row) : storedKey !== key ? { ...rec.data, [c.primaryKey]: outcome.row![c.primaryKey] } : rec.data
           tx.add(table.put(storedKey, { data, base: serverRow, version: outcome.version, deleted: rec.deleted, hlc: rec.hlc, state: done ? 'synced' : rec.state === 'failed' ? 'failed' : rec.state }))
           touch(c.name, storedKey)
         } else if (outcome.status === 'conflict') {

@@ -74,7 +74,11 @@ export interface SyncOrchestratorOptions {
 /** Sync state of one record. */
 export type RecordSyncState = 'synced' | 'pending' | 'conflict' | 'failed'
 
-/** A live, typed view of one collection. Reads are synchronous from memory once `ready`. */
+/**
+ * A live, typed view of one collection. Reads are synchronous from memory once `ready`. The rows
+ * it hands out are the engine's own (no copy per read): treat them as read-only and change a row
+ * with `update`.
+ */
 export interface Collection<T extends Row = Row> {
   readonly name: string
   /** Insert a row; resolves once stored locally with its queue item. Returns the stored row. */
