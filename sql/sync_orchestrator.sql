@@ -574,15 +574,16 @@ $$;
 --   {"seqs": [...], "status": "applied", "partial": true, "version": [...] | v, "hlc": [...] | null,
 --    "row": {column: [...], ...}, "same": {column: value, ...} | null}
 -- whose rows hold only the columns other than the sent ones (the columns the mutations did not
--- send, the key unless sent in the data, and sent columns of a type without equality such as
--- json); the device completes each from the data and the stamp it sent ("hlc" is null unless a
--- mutation sent none, the server's stamp then being the only one). A column whose value is
--- the same in every written row (a default, now(), the owner) is given once, in "same", and so
--- is the version (a number) when every row has the same. A write that changed a sent column (a
+-- send, the key unless sent in the data or p_key_sent, and sent columns of a type without
+-- equality such as json); the device completes each from the data and the stamp it sent ("hlc" is
+-- null unless a mutation sent none, the server's stamp then being the only one; p_key_sent: the
+-- device left the key, each mutation's id, out of data that held it). A column whose value is the
+-- same in every written row (a default, now(), the owner) is given once, in "same", and so is the
+-- version (a number) when every row has the same. A write that changed a sent column (a
 -- trigger, a cast) or the stamp is answered on its own, with the whole row. Building one object
 -- per mutation, or one value per row of a column that is alike in all, costs more than the write.
 -- Earlier versions had no p_partial, then returned json[]; their groups had "hlc": [...], and
--- "version" and "row" always per member.
+-- "version" and "row" always per member, then no p_key_sent.
 drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[]);
 drop function if exists sync.apply_run(sync.tables, text, text[], bigint[], text[], jsonb, numeric[], text[], boolean);
 
@@ -681,7 +682,7 @@ $$;
 
 create or replace function sync.apply_run(p_info sync.tables, p_action text, p_keys text[], p_seqs bigint[],
                                           p_ids text[], p_data jsonb, p_bases numeric[], p_stamps text[],
-                                          p_partial boolean,
+                                          p_partial boolean, p_key_sent boolean,
                                           out o_outcomes json[], out o_seqs bigint[], out o_group json, out o_group_seqs bigint[])
   language plpgsql
   set search_path = ''
@@ -730,13 +731,14 @@ declare
   v_public text;          -- the laterals of a written row
   v_sql text;             -- a statement of the run (run by sync.execute_run)
 begin
-  -- A sent key counts as a sent column: a create's data usually holds its row's key.
+  -- A sent key counts as a sent column: a create's data usually holds its row's key, or the device
+  -- left it out of the data (p_key_sent) as each mutation's id is that key.
   select pg_catalog.array_agg(a.attname::text order by a.attnum),
          pg_catalog.array_agg(a.attname::text order by a.attnum) filter (where a.same),
          pg_catalog.array_agg(a.attname::text order by a.attnum) filter (where not a.same),
          pg_catalog.array_agg(a.attname::text order by a.attnum) filter (where not a.same and a.eq)
     into v_row_cols, v_same_cols, v_var_cols, v_uni_cols
-    from (select a.attname, a.attnum, e.eq, e.eq and a.attname = any (p_keys) as same
+    from (select a.attname, a.attnum, e.eq, e.eq and (a.attname = any (p_keys) or p_key_sent and a.attname = p_info.pk_column) as same
             from pg_catalog.pg_attribute a
             -- (sync.has_equality costs ~0.1 ms a call: the common types are known)
             cross join lateral (select p_partial and (a.atttypid = any (c_equality_types)
@@ -770,7 +772,9 @@ begin
     v_grouped := pg_catalog.format('(%s is not null and row(%s) is not distinct from row(%s) and (s."sync.hlc" is null or %s._hlc = s."sync.hlc"))',
       case when p_action = 'create' then pg_catalog.format('i.%I', p_info.pk_column) else 'w."sync.n"' end,
       (select pg_catalog.string_agg(v_w || '.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
-      (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_same_cols) c),
+      -- (a key left out of the data is the mutation's id)
+      (select pg_catalog.string_agg(case when p_key_sent and c = p_info.pk_column then 's."sync.key"' else 's.' || pg_catalog.quote_ident(c) end, ', ')
+         from pg_catalog.unnest(v_same_cols) c),
       v_w);
     -- Which columns (and version) hold the same value in every written row ("sync.u", from the
     -- first written row "sync.f"), and those values ("sync.same"): a default, now(), the owner.
@@ -970,8 +974,12 @@ $$;
 --   one table and one action, each field a column, in a single JSON body (PostgREST hands a
 --   function with one unnamed jsonb parameter the request body as it is, parsed once):
 --     {"client_id": uuid, "after": seq (optional), "runs": [{"table": t, "action": "create" | "update" | "delete",
---       "seq": [...], "id": [...], "data": [{...}, ...] | null, "base": [...] | null, "hlc": [...] | null}]}
---   A malformed batch fails the call (22023) and changes nothing. The answer is an array holding
+--       "seq": [...], "id": [...], "data": [{...}, ...] | null, "base": [...] | null, "hlc": [...] | null,
+--       "key": column (optional)}]}
+--   "key" names the table's primary key when the device left it out of every mutation's data
+--   (which held it: it is the mutation's id, sent once); a group's rows then leave it out too. A
+--   malformed batch (a "key" other than the table's primary key too) fails the call (22023) and
+--   changes nothing. The answer is an array holding
 --   one outcome per distinct seq of the batch, in no particular order: single outcomes
 --   ({seq, status, ...}) and applied groups ({seqs: [...], status: "applied", partial: true,
 --   version: [...] | v, row: {column: [...]}, same: {column: value}}, see sync.apply_run; members
@@ -1037,6 +1045,8 @@ declare
   v_bases numeric[];
   v_stamps text[];
   v_fast boolean;
+  v_key_name text;        -- the key column the run's data left out (the ids are its values), if any
+  v_known boolean;
   v_info sync.tables;
   v_outcomes json[];
   v_outcome_seqs bigint[];
@@ -1145,7 +1155,8 @@ begin
   for v_r in
     select r.n, pg_catalog.jsonb_typeof(r.run) as kind, r.run -> 'table' as tbl_json, r.run ->> 'action' as act,
            pg_catalog.jsonb_array_length(r.run -> 'seq') as k,
-           r.run -> 'id' as ids, r.run -> 'data' as data, r.run -> 'base' as bases, r.run -> 'hlc' as hlcs
+           r.run -> 'id' as ids, r.run -> 'data' as data, r.run -> 'base' as bases, r.run -> 'hlc' as hlcs,
+           r.run -> 'key' as key_json
       from pg_catalog.jsonb_array_elements(p_runs) with ordinality r(run, n)
      order by r.n
   loop
@@ -1164,11 +1175,14 @@ begin
       when coalesce(pg_catalog.jsonb_typeof(v_r.hlcs), 'null') not in ('array', 'null')
            or (pg_catalog.jsonb_typeof(v_r.hlcs) = 'array' and pg_catalog.jsonb_array_length(v_r.hlcs) <> v_r.k)
         then 'hlc must be null or an array as long as seq'
+      when coalesce(pg_catalog.jsonb_typeof(v_r.key_json), 'null') not in ('string', 'null')
+        then 'key must be null or a column name'
       end;
     if v_bad is not null then
       raise exception 'sync_push: malformed batch: run %: %', v_r.n - 1, v_bad using errcode = '22023';
     end if;
     v_tbl := v_r.tbl_json #>> '{}';
+    v_key_name := v_r.key_json #>> '{}';
     v_data := case when pg_catalog.jsonb_typeof(v_r.data) = 'array' then v_r.data end;
 
     -- The data keys of the run's first mutation, but sync columns (ignored, as apply_mutation
@@ -1247,14 +1261,22 @@ begin
     v_at := v_at + v_r.k;
     continue when pg_catalog.cardinality(v_run_seqs) = 0;
 
-    if v_fast then
+    if v_fast or v_key_name is not null then
       select * into v_info from sync.tables t where t.table_schema = 'public' and t.table_name = v_tbl;
-      v_fast := found and not (v_r.act = 'create' and v_info.server_ids);
+      v_known := found;
+      -- A key left out of the data must be the one the server takes from the ids: any other column
+      -- would not be written at all.
+      if v_known and v_key_name is distinct from null and v_key_name <> v_info.pk_column then
+        raise exception 'sync_push: malformed batch: run %: key "%" is not the primary key of table % ("%")',
+          v_r.n - 1, v_key_name, v_tbl, v_info.pk_column using errcode = '22023';
+      end if;
+      v_fast := v_fast and v_known and not (v_r.act = 'create' and v_info.server_ids);
     end if;
     if v_fast then
       begin
         select a.o_outcomes, a.o_seqs, a.o_group, a.o_group_seqs into v_outcomes, v_outcome_seqs, v_group, v_group_seqs
-          from sync.apply_run(v_info, v_r.act, v_keys, v_run_seqs, v_ids, v_run_data, v_bases, v_stamps, p_partial) a;
+          from sync.apply_run(v_info, v_r.act, v_keys, v_run_seqs, v_ids, v_run_data, v_bases, v_stamps, p_partial,
+                              v_key_name is not null and not (v_info.pk_column = any (v_keys))) a;
       exception when others then
         get stacked diagnostics v_state = returned_sqlstate;
         if v_state like '40%' or v_state like '53%' or v_state = '55P03' then
@@ -1346,7 +1368,7 @@ end
 $$;
 
 comment on function public.sync_push_runs(jsonb) is
-  'Apply a batch of mutations, given as runs {client_id, node?, after?, runs: [{table, action, seq[], id[], data[], base[], hlc[]}]}, '
+  'Apply a batch of mutations, given as runs {client_id, node?, after?, runs: [{table, action, seq[], id[], data[], base[], hlc[], key?}]}, '
   'exactly once per (client, seq); returns one outcome per distinct seq (applied | conflict | rejected), '
   'applied writes grouped column by column.';
 

@@ -142,10 +142,19 @@ export interface PushRun {
   action: Mutation['action']
   seq: number[]
   id: string[]
-  /** Each mutation's data (`null` for none); omitted for a run of deletes. */
+  /**
+   * Each mutation's data (`null` for none) without its key field (`Mutation.key`: the server takes
+   * the key from `id`); omitted for a run of deletes.
+   */
   data?: Array<Row | null>
-  base: Array<number | null>
+  /** Each mutation's base version; `null` when none has one (a run of creates). */
+  base: Array<number | null> | null
   hlc: Array<string | null>
+  /**
+   * The primary-key field every mutation's data held and the body leaves out, being the
+   * mutation's `id` (see {@link encodePushBody}); absent when the data go as they are.
+   */
+  key?: string
 }
 
 /** The JSON argument of the push function: the batch as runs (see `sql/sync_orchestrator.sql`). */
@@ -165,38 +174,70 @@ export interface PushBody {
 /**
  * The body of a push: the mutations in order, cut into runs of consecutive mutations with the same
  * table, action and (but for deletes) set of data keys, which the server applies set-based. Only
- * the protocol's fields leave the device.
+ * the protocol's fields leave the device, each once: a mutation whose data holds its key
+ * (`Mutation.key`) as its `id` sends the key as the id alone, in a run that names the key field
+ * (the server then leaves it out of the answer's rows too, and the answer's rows are completed from
+ * the mutation's own data).
  */
 export function encodePushBody(clientId: string, mutations: readonly Mutation[], after?: number): PushBody {
   const runs: PushRun[] = []
   let run: PushRun | undefined
+  // The current run's base versions, and whether any is not null.
+  let bases: Array<number | null> = []
+  let anyBase = false
   // The data of the current run's first mutation: the run's data keys.
   let runData: Row | undefined
   // The stamps' node (after the second ':'), while every stamp has the same one.
   let node: string | undefined
   let oneNode = mutations.length > 0
-  for (const { seq, table, action, id, data, baseVersion, hlc } of mutations) {
+  for (const { seq, table, action, id, data: given, key, baseVersion, hlc } of mutations) {
     if (oneNode) {
       if (hlc === undefined || hlc.length < 23 || hlc.charCodeAt(15) !== 58 || hlc.charCodeAt(21) !== 58) oneNode = false
       else if (node === undefined) node = hlc.slice(22)
       else if (!hlc.endsWith(node) || hlc.length !== 22 + node.length) oneNode = false
     }
-    if (run === undefined || run.table !== table || run.action !== action || (action !== 'delete' && !sameKeys(runData, data))) {
-      run = { table, action, seq: [], id: [], base: [], hlc: [] }
+    // (Only a key equal to the id is left out: the server's answer compares the stored key with it.)
+    const keyed = given !== undefined && key !== undefined && action !== 'delete' && isId(given[key], id) && Object.hasOwn(given, key)
+    const data = keyed ? withoutField(given, key) : given
+    if (run === undefined || run.table !== table || run.action !== action || (action !== 'delete' && (!sameKeys(runData, data) || run.key !== (keyed ? key : undefined)))) {
+      if (run !== undefined && anyBase) run.base = bases
+      run = { table, action, seq: [], id: [], base: null, hlc: [] }
       if (action !== 'delete') run.data = []
+      if (keyed) run.key = key
       runs.push(run)
       runData = data
+      bases = []
+      anyBase = false
     }
     run.seq.push(seq)
     run.id.push(id)
     run.data?.push(data ?? null)
-    run.base.push(baseVersion)
+    bases.push(baseVersion)
+    if (baseVersion !== null) anyBase = true
     run.hlc.push(hlc ?? null)
   }
+  if (run !== undefined && anyBase) run.base = bases
   const body: PushBody = { client_id: clientId, runs }
   if (after !== undefined) body.after = after
   if (oneNode && node !== undefined && isValidHlcNodeId(node)) body.node = node
   return body
+}
+
+/** Whether a key field's value is the mutation's id: that string, or a number written as it. */
+function isId(value: unknown, id: string): boolean {
+  return typeof value === 'string' ? value === id : typeof value === 'number' && String(value) === id
+}
+
+/** A copy of `row` without `field`. */
+function withoutField(row: Row, field: string): Row {
+  const out: Row = {}
+  for (const name in row) {
+    if (name === field || !Object.hasOwn(row, name)) continue
+    // An own "__proto__" field stays a field, not the copy's prototype.
+    if (name === '__proto__') Object.defineProperty(out, name, { value: row[name], enumerable: true, writable: true, configurable: true })
+    else out[name] = row[name]
+  }
+  return out
 }
 
 /** Whether two mutations' data have the same keys (no data at all being its own kind). */

@@ -29,6 +29,11 @@ export interface Mutation {
   id: string
   /** Fields to write (create: the full row; update: changed fields only; delete: omitted). */
   data?: Row
+  /**
+   * The field of `data` that holds the row's primary key, when known. The server takes a row's key
+   * from `id` alone, so a backend may leave this field out of the data it sends.
+   */
+  key?: string
   /** Server version this change was based on; `null` for a create or to skip the check. */
   baseVersion: number | null
   /** Hybrid logical clock stamp of the change (see `hlc.ts`). */

@@ -136,7 +136,7 @@ export function createPushLoop(ctx: PushContext): PushLoop {
       table: item.entityType,
       action: item.action,
       id: item.remoteId ?? item.recordId,
-      ...(item.data ? { data: item.data } : {}),
+      ...(item.data ? { data: item.data, key: collectionOf(item.entityType)?.primaryKey } : {}),
       baseVersion,
       hlc: item.hlc,
     }

@@ -516,6 +516,38 @@ describe('sync_push_runs', () => {
     expect(await pushRuns(client, clientId, updates)).toEqual(decoded)
   })
 
+  it("leaves a key the run names out of its data and of the answer's rows, and refuses a key other than the table's", async () => {
+    await ownedTable('runs_keyed')
+    const client = stack().createClient(newUser())
+    const clientId = randomUUID()
+    const ids = [randomUUID(), randomUUID()]
+    const creates: Mutation[] = ids.map((id, k) => ({ seq: k + 1, table: 'runs_keyed', action: 'create', id, data: { id, name: `k${k}` }, key: 'id', baseVersion: null }))
+    const updates: Mutation[] = ids.map((id, k) => ({ seq: k + 3, table: 'runs_keyed', action: 'update', id, data: { id, name: `u${k}` }, key: 'id', baseVersion: 1 }))
+    for (const mutations of [creates, updates]) {
+      const body = encodePushBody(clientId, mutations)
+      expect(body.runs).toMatchObject([{ key: 'id', data: mutations.map((m) => ({ name: m.data!.name })) }])
+      const { data, error } = await rawRuns(client, body)
+      expect(error).toBeNull()
+      // One group; its rows hold neither the sent name nor the key, which the ids gave.
+      const [group, ...rest] = data as Array<Record<string, unknown>>
+      expect(rest).toEqual([])
+      expect(group).toMatchObject({ seqs: mutations.map((m) => m.seq), status: 'applied', partial: true })
+      expect(Object.keys(group!.row as object)).toEqual(['n'])
+      // Completed from each mutation's own data, every row is the one another device pulls.
+      const decoded = decodePushAnswer(data, mutations)
+      const pulled = new Map((await pullAll(client, ['runs_keyed'], null, 100, stack())).changes.map((c) => [c.id, c.row]))
+      ids.forEach((id, k) => expect(expectStatus(decoded[k], 'applied').row).toEqual(pulled.get(id)))
+    }
+    // A key other than the table's primary key would leave that column unwritten: the call fails,
+    // and so does a key that is not a column name.
+    const run = { table: 'runs_keyed', action: 'create', seq: [5], id: [randomUUID()], data: [{ n: 5 }], base: null, hlc: null }
+    const wrong = await rawRuns(client, { client_id: clientId, runs: [{ ...run, key: 'name' }] })
+    expect(wrong.error).toMatchObject({ code: '22023', message: expect.stringContaining('key "name" is not the primary key of table runs_keyed ("id")') })
+    const notName = await rawRuns(client, { client_id: clientId, runs: [{ ...run, key: 5 }] })
+    expect(notName.error).toMatchObject({ code: '22023', message: expect.stringContaining('key must be null or a column name') })
+    expect(await pullAll(client, ['runs_keyed'], null, 100, stack())).toMatchObject({ changes: { length: 2 } })
+  })
+
   it("lists a large run's group members in batch order, so the device reads the group by position", async () => {
     await ownedTable('runs_order')
     const client = stack().createClient(newUser())

@@ -10,23 +10,33 @@ import { SyncError } from '../../src/core/errors.js'
 // Replay a failing property with FC_SEED=<seed printed in the failure>.
 const seed = process.env.FC_SEED === undefined ? undefined : Number(process.env.FC_SEED)
 
-const mutationArb: fc.Arbitrary<Omit<Mutation, 'seq'>> = fc.record(
+const anyMutationArb: fc.Arbitrary<Omit<Mutation, 'seq'>> = fc.record(
   {
     table: fc.constantFrom('a', 'b'),
     action: fc.constantFrom('create' as const, 'update' as const, 'delete' as const),
     id: fc.string({ minLength: 1, maxLength: 4 }),
-    data: fc.dictionary(fc.constantFrom('x', 'y', 'z'), fc.oneof(fc.integer(), fc.string(), fc.constant(null)), { maxKeys: 3 }),
+    data: fc.dictionary(fc.constantFrom('x', 'y', 'z', 'k'), fc.oneof(fc.integer(), fc.string(), fc.constant(null)), { maxKeys: 4 }),
+    key: fc.constantFrom('k', 'x'),
     baseVersion: fc.option(fc.nat(), { nil: null }),
     hlc: fc.string({ maxLength: 3 }),
   },
   { requiredKeys: ['table', 'action', 'id', 'baseVersion'] },
 )
 
+/** Mutations whose data often holds their key as their id (as the engine's do), or as a number. */
+const mutationArb: fc.Arbitrary<Omit<Mutation, 'seq'>> = fc
+  .tuple(anyMutationArb, fc.constantFrom('as is', 'id', 'number'))
+  .map(([m, form]) => {
+    if (form === 'as is' || m.data === undefined) return m
+    const field = m.key ?? 'k'
+    return form === 'id' ? { ...m, data: { ...m.data, [field]: m.id } } : { ...m, id: '12', data: { ...m.data, [field]: 12 } }
+  })
+
 /** Reads a body back into mutations, run by run. */
 function flatten(body: PushBody): Mutation[] {
   return body.runs.flatMap((run) =>
     run.seq.map((seq, i) => {
-      const out: Mutation = { seq, table: run.table, action: run.action, id: run.id[i]!, baseVersion: run.base[i]! }
+      const out: Mutation = { seq, table: run.table, action: run.action, id: run.id[i]!, baseVersion: run.base === null ? null : run.base[i]! }
       const data = run.data?.[i]
       if (data != null) out.data = data
       if (run.hlc[i] !== null) out.hlc = run.hlc[i]!
@@ -35,8 +45,14 @@ function flatten(body: PushBody): Mutation[] {
   )
 }
 
+/** The data a body carries for a mutation: its key field left out (the server takes it from `id`). */
+const keyed = (m: Mutation): boolean =>
+  m.data !== undefined && m.key !== undefined && m.key in m.data && String(m.data[m.key]) === m.id && ['string', 'number'].includes(typeof m.data[m.key])
+const sentData = (m: Mutation): Mutation['data'] =>
+  keyed(m) ? Object.fromEntries(Object.entries(m.data!).filter(([name]) => name !== m.key)) : m.data
+
 const runKey = (m: Mutation): string =>
-  m.action === 'delete' ? `${m.table}/delete` : `${m.table}/${m.action}/${m.data ? Object.keys(m.data).sort().join(',') : '-'}`
+  m.action === 'delete' ? `${m.table}/delete` : `${m.table}/${m.action}/${m.data ? Object.keys(sentData(m)!).sort().join(',') : '-'}/${keyed(m) ? m.key : ''}`
 
 describe('encodePushBody', () => {
   it('keeps every mutation, in order, and cuts a run exactly where table, action or data keys change', () => {
@@ -47,7 +63,7 @@ describe('encodePushBody', () => {
         expect(body.client_id).toBe('c')
         const expected = mutations.map((m) => {
           const out: Mutation = { seq: m.seq, table: m.table, action: m.action, id: m.id, baseVersion: m.baseVersion }
-          if (m.action !== 'delete' && m.data !== undefined) out.data = m.data
+          if (m.action !== 'delete' && m.data !== undefined) out.data = sentData(m)
           if (m.hlc !== undefined) out.hlc = m.hlc
           return out
         })
@@ -62,12 +78,37 @@ describe('encodePushBody', () => {
           expect(key).not.toBe(previous)
           previous = key
           expect(run.data === undefined).toBe(run.action === 'delete')
+          expect(run.key).toBe(run.action !== 'delete' && keyed(mutations[at]!) ? mutations[at]!.key : undefined)
+          // Base versions go as a column unless the run has none.
+          const bases = mutations.slice(at, at + run.seq.length).map((m) => m.baseVersion)
+          expect(run.base).toEqual(bases.every((b) => b === null) ? null : bases)
           at += run.seq.length
         }
         expect(at).toBe(mutations.length)
       }),
       { seed, numRuns: 300 },
     )
+  })
+
+  it('sends a row\'s key once, as the id, in a run that names the key field', () => {
+    const body = encodePushBody('c', [
+      { seq: 1, table: 't', action: 'create', id: 'a', data: { id: 'a', name: 'Ann' }, key: 'id', baseVersion: null },
+      { seq: 2, table: 't', action: 'update', id: '7', data: { n: 7, name: 'Bo' }, key: 'n', baseVersion: 3 },
+      // A key field that is not the id goes as it is, and so does data without it: runs of their own.
+      { seq: 3, table: 't', action: 'update', id: '8', data: { n: 9, name: 'Bo' }, key: 'n', baseVersion: 3 },
+      { seq: 4, table: 't', action: 'update', id: '8', data: { name: 'Cy' }, key: 'n', baseVersion: 4 },
+      // Without a known key, the data goes as it is.
+      { seq: 5, table: 't', action: 'create', id: 'd', data: { id: 'd', name: 'Di' }, baseVersion: null },
+    ])
+    expect(body.runs).toEqual([
+      { table: 't', action: 'create', seq: [1], id: ['a'], data: [{ name: 'Ann' }], base: null, hlc: [null], key: 'id' },
+      { table: 't', action: 'update', seq: [2], id: ['7'], data: [{ name: 'Bo' }], base: [3], hlc: [null], key: 'n' },
+      { table: 't', action: 'update', seq: [3], id: ['8'], data: [{ n: 9, name: 'Bo' }], base: [3], hlc: [null] },
+      { table: 't', action: 'update', seq: [4], id: ['8'], data: [{ name: 'Cy' }], base: [4], hlc: [null] },
+      { table: 't', action: 'create', seq: [5], id: ['d'], data: [{ id: 'd', name: 'Di' }], base: null, hlc: [null] },
+    ])
+    const own = JSON.parse('{"id": "e", "__proto__": 1}') as Record<string, unknown>
+    expect(Object.hasOwn(encodePushBody('c', [{ seq: 5, table: 't', action: 'create', id: 'e', data: own, key: 'id', baseVersion: null }]).runs[0]!.data![0]!, '__proto__')).toBe(true)
   })
 
   it('sends only the protocol fields', () => {
