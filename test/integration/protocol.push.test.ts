@@ -597,6 +597,9 @@ describe('sync_push_runs', () => {
       // The same shape again: the same statement, now with other arguments.
       const second = applied(await pushAs(creates(5)))
       expect([...(await prepared())].filter((name) => !before.has(name))).toEqual(mine)
+      // Both runs used its one generic plan: no run is planned afresh for its arguments.
+      const plans = await session.query('select generic_plans::int as generic, custom_plans::int as custom from pg_prepared_statements where name = $1', mine)
+      expect(plans.rows).toEqual([{ generic: 2, custom: 0 }])
       expect(second.map((row) => row!.n)).toEqual([...second.keys()].map((k) => (second[0]!.n as number) + k))
       expect(second[0]!.n).toBeGreaterThan(first[2]!.n as number)
 
