@@ -1540,7 +1540,10 @@ $$;
 --   page whose rows are all left out is not answered: the call skips the run of such rows after it
 --   (a device's own pushes come back as long runs) and reads on, up to c_skip_pages pages in all;
 --   only a call that finds nothing to send by then answers with an empty page and hasMore.
--- Earlier versions returned jsonb, and had no p_skip_node.
+-- - A page that ends the stream says whether rows after it are held back (`pending`): rows visible
+--   now but written by a transaction at or above xmin, which a later call returns. A device that
+--   checks which of its rows the server still has (a resync) can only conclude once none are.
+-- Earlier versions returned jsonb, and had no p_skip_node, then no pending.
 select sync.drop_if_returns('public.sync_pull(text[], jsonb, int)', 'jsonb');
 drop function if exists public.sync_pull(text[], jsonb, int);
 
@@ -1595,6 +1598,7 @@ declare
   v_past boolean := false;   -- the cursor stands after every row of transaction v_cx
   v_probe text[];
   v_gap int;
+  v_pending boolean := false;
 begin
   select coalesce(pg_catalog.array_agg(distinct t collate "C" order by t collate "C"), '{}') into v_tables
     from pg_catalog.unnest(p_tables) t;
@@ -1775,6 +1779,17 @@ begin
     v_has_more := true;
   end if;
 
+  -- At the end of the stream: whether rows the page could not return wait above xmin (committed
+  -- while an older transaction is still running), one index probe per table.
+  if not v_has_more then
+    v_probe := '{}';
+    foreach v_name in array v_tables loop
+      v_info := sync.table_info(v_name);
+      v_probe := v_probe || pg_catalog.format('exists (select from %I.%I t where t._xid >= $1)', v_info.table_schema, v_info.table_name);
+    end loop;
+    execute 'select ' || pg_catalog.array_to_string(v_probe, ' or ') into v_pending using v_xmin;
+  end if;
+
   -- At the end of the stream, step past horizons already below the snapshot (see invariants).
   if not v_has_more and v_end is not null then
     for v_info in
@@ -1796,13 +1811,14 @@ begin
                    when v_end = v_start then p_cursor
                    else pg_catalog.to_jsonb(v_end::text) end,
     'hasMore', v_has_more,
-    'reset', false);
+    'reset', false,
+    'pending', v_pending);
 end
 $$;
 
 comment on function public.sync_pull(text[], jsonb, int, text) is
   'Gapless page of changes after a cursor across the given tables: {changes: [{table, id, row, version, deleted, hlc}], '
-  'cursor, hasMore, reset}. The cursor is an opaque string; pass null to start from the beginning. '
+  'cursor, hasMore, reset, pending}. The cursor is an opaque string; pass null to start from the beginning. '
   'p_skip_node leaves out rows last written by a push stamped by that node (the cursor still moves past them).';
 
 -- ---------------------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ const pullAnswerSchema = z.object({
   cursor: z.union([z.string(), rowSchema]).nullable(),
   hasMore: z.boolean(),
   reset: z.boolean(),
+  pending: z.boolean().optional(),
 })
 
 const checksumAnswerSchema = z.array(
@@ -404,6 +405,7 @@ export function decodePullAnswer(data: unknown, limit: number): PullResult {
     cursor: answer.cursor === null ? null : JSON.stringify(answer.cursor),
     hasMore: answer.hasMore,
     reset: answer.reset,
+    pending: answer.pending === true,
   }
 }
 

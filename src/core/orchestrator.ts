@@ -540,6 +540,8 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
   // ── pull ────────────────────────────────────────────────────────────────
   async function pullAll(signal: AbortSignal): Promise<number> {
     let pulled = 0
+    // Whether the page that ended the stream said rows after it are held back (see PullResult).
+    let pending = false
     for (;;) {
       if (signal.aborted) throw new AbortError()
       // The echoes of this instance's own pushes are left out, but never in a resync, which must
@@ -575,10 +577,16 @@ export function createSyncOrchestrator(options: SyncOrchestratorOptions): SyncOr
       pulled += page.changes.length
       progress = { phase: 'pull', done: pulled, total: null }
       refreshStatus()
-      if (!page.hasMore) break
+      if (!page.hasMore) {
+        pending = page.pending === true
+        break
+      }
       await yieldToHost()
     }
-    if (resync) await finishResync()
+    // A resync concludes which records the server no longer has only once it has seen every row:
+    // with rows held back, it goes on from its cursor in the next sync.
+    if (resync && !pending) await finishResync()
+    else if (resync) logger.debug('resync waits for rows the server holds back')
     if (pulled) emit({ type: 'pulled', changes: pulled })
     return pulled
   }

@@ -122,6 +122,13 @@ export interface PullResult {
    * (pull from `null`), keeping its pending writes.
    */
   reset: boolean
+  /**
+   * Set on a page that ends the stream (`hasMore` false) when rows after its cursor are held back:
+   * committed, but by a transaction that began while an older one is still running, so a later
+   * pull returns them. A resync knows which rows the server has only once a page says none are.
+   * Absent from servers that do not tell (then taken as false).
+   */
+  pending?: boolean
 }
 
 /**

@@ -102,7 +102,7 @@ export async function pullAll(
   cursor: Cursor,
   limit = 100,
   stack?: LocalStack,
-): Promise<{ changes: Change[]; cursor: Cursor; pages: number }> {
+): Promise<{ changes: Change[]; cursor: Cursor; pages: number; pending: boolean }> {
   if (stack) await settle(stack)
   const changes: Change[] = []
   let pages = 0
@@ -112,7 +112,7 @@ export async function pullAll(
     if (page.reset) throw new Error('unexpected reset')
     changes.push(...page.changes)
     cursor = page.cursor
-    if (!page.hasMore) return { changes, cursor, pages }
+    if (!page.hasMore) return { changes, cursor, pages, pending: page.pending === true }
   }
 }
 

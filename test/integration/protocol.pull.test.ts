@@ -84,9 +84,9 @@ describe('sync_pull', () => {
     const first = await pullAll(client, ['contacts'], null, 100, stack())
     expect(first.cursor).not.toBeNull()
     const again = await pull(client, ['contacts'], first.cursor)
-    expect(again).toEqual({ changes: [], cursor: first.cursor, hasMore: false, reset: false })
+    expect(again).toEqual({ changes: [], cursor: first.cursor, hasMore: false, reset: false, pending: false })
     const empty = await pull(stack().createClient(newUser()), ['contacts'], null)
-    expect(empty).toEqual({ changes: [], cursor: null, hasMore: false, reset: false })
+    expect(empty).toEqual({ changes: [], cursor: null, hasMore: false, reset: false, pending: false })
   })
 
   it('pages across more rows than PostgREST returns at once (db-max-rows 1000)', async () => {
@@ -324,10 +324,13 @@ describe('sync_pull', () => {
       const during = await pullAll(client, ['contacts'], start)
       expect(during.changes.map((c) => c.id)).not.toContain(a)
       expect(during.changes.map((c) => c.id)).not.toContain(b)
+      // The page that ends the stream says so: b is committed, and waits.
+      expect(during.pending).toBe(true)
 
       await t1.query('commit')
       const after = await pullAll(client, ['contacts'], during.cursor, 100, stack())
       expect(after.changes.map((c) => c.id)).toEqual([a, b])
+      expect(after.pending).toBe(false)
 
       // Benign order: T3 begins without writing, T4 writes and commits, then T3 writes.
       const c = randomUUID()
