@@ -537,6 +537,8 @@ describe('sync_push_runs', () => {
       const decoded = decodePushAnswer(data, mutations)
       const pulled = new Map((await pullAll(client, ['runs_keyed'], null, 100, stack())).changes.map((c) => [c.id, c.row]))
       ids.forEach((id, k) => expect(expectStatus(decoded[k], 'applied').row).toEqual(pulled.get(id)))
+      // A retry is answered from the stored group, completed the same way.
+      expect(await pushRuns(client, clientId, mutations)).toEqual(decoded)
     }
     // A key other than the table's primary key would leave that column unwritten: the call fails,
     // and so does a key that is not a column name.
