@@ -1269,7 +1269,7 @@ begin
       v_known := found;
       -- A key left out of the data must be the one the server takes from the ids: any other column
       -- would not be written at all.
-      if v_known and v_key_name is distinct from null and v_key_name <> v_info.pk_column then
+      if v_known and v_key_name <> v_info.pk_column then
         raise exception 'sync_push: malformed batch: run %: key "%" is not the primary key of table % ("%")',
           v_r.n - 1, v_key_name, v_tbl, v_info.pk_column using errcode = '22023';
       end if;

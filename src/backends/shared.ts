@@ -11,6 +11,7 @@ import { z } from 'zod'
 import { mapPacked } from '../core/arrays.js'
 import { SyncError } from '../core/errors.js'
 import { isValidHlcNodeId } from '../core/hlc.js'
+import { omit } from '../core/merge.js'
 import type { Change, Cursor, Mutation, MutationOutcome, PullRequest, PullResult, Row, TableChecksum } from '../core/protocol.js'
 
 /** Names of the server functions the backends call. */
@@ -199,7 +200,7 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[],
     }
     // (Only a key equal to the id is left out: the server's answer compares the stored key with it.)
     const keyed = given !== undefined && key !== undefined && action !== 'delete' && isId(given[key], id) && Object.hasOwn(given, key)
-    const data = keyed ? withoutField(given, key) : given
+    const data = keyed ? omit(given, key) : given
     if (run === undefined || run.table !== table || run.action !== action || (action !== 'delete' && (!sameKeys(runData, data) || run.key !== (keyed ? key : undefined)))) {
       if (run !== undefined && anyBase) run.base = bases
       run = { table, action, seq: [], id: [], base: null, hlc: [] }
@@ -227,18 +228,6 @@ export function encodePushBody(clientId: string, mutations: readonly Mutation[],
 /** Whether a key field's value is the mutation's id: that string, or a number written as it. */
 function isId(value: unknown, id: string): boolean {
   return typeof value === 'string' ? value === id : typeof value === 'number' && String(value) === id
-}
-
-/** A copy of `row` without `field`. */
-function withoutField(row: Row, field: string): Row {
-  const out: Row = {}
-  for (const name in row) {
-    if (name === field || !Object.hasOwn(row, name)) continue
-    // An own "__proto__" field stays a field, not the copy's prototype.
-    if (name === '__proto__') Object.defineProperty(out, name, { value: row[name], enumerable: true, writable: true, configurable: true })
-    else out[name] = row[name]
-  }
-  return out
 }
 
 /** Whether two mutations' data have the same keys (no data at all being its own kind). */

@@ -139,6 +139,12 @@ export function unionArrays(first: readonly unknown[], second: readonly unknown[
   return out
 }
 
+/** A copy of `row` without `field` (an own `__proto__` field stays a field). */
+export function omit(row: Row, field: string): Row {
+  const { [field]: _drop, ...rest } = row
+  return rest
+}
+
 /** A copy of `row` without the local-only `fields`. */
 export function stripLocalOnly(row: Row, fields: readonly string[]): Row {
   const out: Row = { ...row }

@@ -47,6 +47,7 @@ import { randomUuid } from './ids.js'
 import { checksumOf } from './checksum.js'
 import { createQueue, type Queue, type QueueItem } from './queue.js'
 import { resolveConflict, stripLocalOnly, withLocalOnly, type ConflictStrategy } from './conflict.js'
+import { omit } from './merge.js'
 import { createHlcClock, type HlcClock } from './hlc.js'
 import { createScheduler, type Scheduler, type SyncRunResult } from './scheduler.js'
 import { createDefaultEnvironment } from './defaultEnvironment.js'
@@ -1005,11 +1006,6 @@ function mergeLocalOnly(strategy: unknown): readonly string[] {
  */
 function newNodeId(): string {
   return randomUuid().replace(/-/g, '').slice(0, 12)
-}
-
-function omit(row: Row, key: string): Row {
-  const { [key]: _drop, ...rest } = row
-  return rest
 }
 
 function withPk(row: Row, c: ResolvedCollection, key: string): Row {
