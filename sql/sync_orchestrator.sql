@@ -699,6 +699,11 @@ declare
   v_var_cols text[];      -- the other columns (but the sync columns), which a partial answer holds
   v_uni_cols text[];      -- of those, the ones with equality: given once when alike in every written row
   v_key text;
+  -- A create run's owner column when its rows leave it to its default `auth.uid()`: written as
+  -- `(select auth.uid())`, the caller's id found once for the run. As a default it is evaluated for
+  -- every row, and reading the id from the request's JWT claims (text parsed as jsonb) cost ~2 µs a
+  -- row, a fifth of what inserting a row costs.
+  v_owner text;
   v_complete boolean;
   -- Outcome builders; %1$s is the alias of a written or current row (all the table's columns),
   -- %2$s the row as devices see it (every column but the sync columns, as pull sends it).
@@ -761,6 +766,13 @@ begin
     v_key := pg_catalog.format('s.%I', p_info.pk_column);
     select pg_catalog.jsonb_agg(x.d || pg_catalog.jsonb_build_object(p_info.pk_column, x.id) order by x.n) into v_data
       from rows from (pg_catalog.jsonb_array_elements(p_data), pg_catalog.unnest(p_ids)) with ordinality x(d, id, n);
+  end if;
+
+  if p_action = 'create' and p_info.owner_column is not null and not (p_info.owner_column = any (v_cols)) then
+    select a.attname into v_owner
+      from pg_catalog.pg_attribute a join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+     where a.attrelid = v_rel::regclass and a.attname = p_info.owner_column and not a.attisdropped
+       and pg_catalog.pg_get_expr(d.adbin, d.adrelid) = 'auth.uid()';
   end if;
 
   -- The outcome of a written row (alias i for an insert, w for an update) and the laterals it needs.
@@ -844,8 +856,10 @@ begin
                from s left join ins i on i.%3$I = s."sync.key" left join cur c on c."sync.n" = s.ordinality
                %9$s %10$s$q$,
           pg_catalog.format(c_rows, v_rel), v_rel, p_info.pk_column, v_key,
-          (select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
-          (select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c),
+          coalesce((select pg_catalog.string_agg(pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c), '')
+            || coalesce(pg_catalog.quote_ident(v_owner) || ', ', ''),
+          coalesce((select pg_catalog.string_agg('s.' || pg_catalog.quote_ident(c) || ', ', '') from pg_catalog.unnest(v_cols) c), '')
+            || case when v_owner is null then '' else '(select auth.uid()), ' end,
           pg_catalog.format(c_conflict, 'c', '"sync.rc"'), pg_catalog.format(c_applied, v_w, '"sync.rw"'),
           v_public,
           pg_catalog.format(c_public, (select pg_catalog.string_agg('c.' || pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(v_row_cols) c), '"sync.rc"'),

@@ -627,6 +627,60 @@ describe('sync_push_runs', () => {
     }
   })
 
+  it("writes a create run's owner, left to its default auth.uid(), as the caller's id found once for the run; another default acts as before", async () => {
+    await ownedTable('runs_owner')
+    // An owner column with a default of its own (and no row level security): the default decides.
+    const fixedOwner = randomUUID()
+    await stack().query(`
+      create table if not exists public.runs_owner_fixed (id uuid primary key, user_id uuid default '${fixedOwner}'::uuid, name text);
+      grant select, insert, update on public.runs_owner_fixed to authenticated;
+      select sync_enable_table('public.runs_owner_fixed', 'user_id');`)
+    const user = newUser()
+    const clientId = randomUUID()
+    let seq = 0
+    const creates = (table: string, k: number, data: Record<string, unknown> = {}): Mutation[] => Array.from({ length: k }, () => {
+      const id = randomUUID()
+      return { seq: ++seq, table, action: 'create', id, data: { id, name: `o${seq}`, ...data }, baseVersion: null }
+    })
+    const session = new pg.Client({ connectionString: stack().databaseUrl })
+    await session.connect()
+    const pushAs = async (mutations: Mutation[]) => {
+      const { rows } = await asUser(session, user, () =>
+        session.query('select public.sync_push_runs($1::jsonb) as a', [JSON.stringify(encodePushBody(clientId, mutations))]))
+      return decodePushAnswer(rows[0].a, mutations).map((o) => expectStatus(o, 'applied').row)
+    }
+    const names = async () => new Set((await session.query('select name from pg_prepared_statements')).rows.map((r) => r.name as string))
+    /** The text of the run statements this session prepared that are not in `before`. */
+    const statements = async (before: Set<string>) =>
+      (await session.query(`select name, statement from pg_prepared_statements where name like 'sync\\_run\\_%'`)).rows
+        .filter((r) => !before.has(r.name as string)).map((r) => r.statement as string)
+    try {
+      let before = await names()
+      const owned = await pushAs(creates('runs_owner', 3))
+      expect(owned.map((row) => row!.user_id)).toEqual([user, user, user])
+      const [ownedRun, ...more] = await statements(before)
+      expect(more).toEqual([])
+      // The owner is written by the statement, from one evaluation of its default.
+      expect(ownedRun).toMatch(/insert into public\.runs_owner as t \(name, user_id, +id, _hlc\)/)
+      expect(ownedRun).toContain('(select auth.uid())')
+      expect(await stack().query('select user_id::text from public.runs_owner where id = any($1::uuid[])', [owned.map((row) => row!.id)]))
+        .toEqual([{ user_id: user }, { user_id: user }, { user_id: user }])
+
+      // A device that sends the owner writes what it sent (the policy checks it).
+      const sent = await pushAs(creates('runs_owner', 1, { user_id: user }))
+      expect(sent[0]!.user_id).toBe(user)
+
+      before = await names()
+      const fixed = await pushAs(creates('runs_owner_fixed', 2))
+      expect(fixed.map((row) => row!.user_id)).toEqual([fixedOwner, fixedOwner])
+      const [fixedRun] = await statements(before)
+      expect(fixedRun).toMatch(/insert into public\.runs_owner_fixed as t \(name, +id, _hlc\)/)
+      expect(fixedRun).not.toContain('auth.uid()')
+    } finally {
+      await session.end()
+    }
+  })
+
   it("finds each row of an update or delete run by its key, not among all of the user's rows", async () => {
     // Row level security keeps a qual that is not leakproof (a cast of the sent id) from reaching
     // the key's index: the lookup then reads every row the owner's index gives, for every mutation.
