@@ -79,7 +79,7 @@ grant usage on schema public to anon, authenticated, service_role;
 
 /**
  * The demo schema: `contacts` (client-generated uuid keys) and `notes` (server-assigned identity
- * keys), both owned per user through RLS on `user_id = auth.uid()` and made syncable. Requires the
+ * keys), both owned per user through RLS on `user_id = (select auth.uid())` (evaluated once per statement, not per row) and made syncable. Requires the
  * sync migration to be installed first.
  */
 export const DEMO_SCHEMA_SQL = `
@@ -100,11 +100,11 @@ drop policy if exists contacts_select on public.contacts;
 drop policy if exists contacts_insert on public.contacts;
 drop policy if exists contacts_update on public.contacts;
 drop policy if exists contacts_delete on public.contacts;
-create policy contacts_select on public.contacts for select to authenticated using (user_id = auth.uid());
-create policy contacts_insert on public.contacts for insert to authenticated with check (user_id = auth.uid());
+create policy contacts_select on public.contacts for select to authenticated using (user_id = (select auth.uid()));
+create policy contacts_insert on public.contacts for insert to authenticated with check (user_id = (select auth.uid()));
 create policy contacts_update on public.contacts for update to authenticated
-  using (user_id = auth.uid()) with check (user_id = auth.uid());
-create policy contacts_delete on public.contacts for delete to authenticated using (user_id = auth.uid());
+  using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
+create policy contacts_delete on public.contacts for delete to authenticated using (user_id = (select auth.uid()));
 grant select, insert, update, delete on public.contacts to authenticated;
 grant all on public.contacts to service_role;
 select public.sync_enable_table('public.contacts', 'user_id');
@@ -121,11 +121,11 @@ drop policy if exists notes_select on public.notes;
 drop policy if exists notes_insert on public.notes;
 drop policy if exists notes_update on public.notes;
 drop policy if exists notes_delete on public.notes;
-create policy notes_select on public.notes for select to authenticated using (user_id = auth.uid());
-create policy notes_insert on public.notes for insert to authenticated with check (user_id = auth.uid());
+create policy notes_select on public.notes for select to authenticated using (user_id = (select auth.uid()));
+create policy notes_insert on public.notes for insert to authenticated with check (user_id = (select auth.uid()));
 create policy notes_update on public.notes for update to authenticated
-  using (user_id = auth.uid()) with check (user_id = auth.uid());
-create policy notes_delete on public.notes for delete to authenticated using (user_id = auth.uid());
+  using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
+create policy notes_delete on public.notes for delete to authenticated using (user_id = (select auth.uid()));
 grant select, insert, update, delete on public.notes to authenticated;
 grant all on public.notes to service_role;
 grant usage on all sequences in schema public to authenticated, service_role;
