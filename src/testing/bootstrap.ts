@@ -79,8 +79,8 @@ grant usage on schema public to anon, authenticated, service_role;
 
 /**
  * The demo schema: `contacts` (client-generated uuid keys) and `notes` (server-assigned identity
- * keys), both owned per user through RLS on `user_id = (select auth.uid())` (evaluated once per statement, not per row) and made syncable. Requires the
- * sync migration to be installed first.
+ * keys), both owned per user through RLS on `user_id = (select auth.uid())` (evaluated once per
+ * statement, not per row) and made syncable. Requires the sync migration to be installed first.
  */
 export const DEMO_SCHEMA_SQL = `
 create table if not exists public.contacts (
