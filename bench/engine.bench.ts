@@ -21,7 +21,7 @@
  * `ENGINE_NOISE_PROBE=0` leaves the idle sibling process out (it competes for the same cores; its
  * figure then reads NaN).
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -119,6 +119,71 @@ process.stdin.on('data', () => {}).on('end', () => { h.disable(); process.stdout
   }
 }
 
+/** How the event loop's longest turn was spent (see startTurnWatch); NaN where it cannot be told. */
+interface Turns {
+  /** The longest gap between two ticks of a 1 ms timer. */
+  longestMs: number
+  /** Of that gap: the time this process's main thread ran (the engine, V8's work on that thread, GC). */
+  longestRunMs: number
+  /** Of that gap: the time the main thread was ready to run but waited for a CPU. */
+  longestWaitMs: number
+  /** The most the main thread ran within any one gap: the longest the process itself held the loop. */
+  maxRunMs: number
+}
+
+/**
+ * Watches the event loop's turns with a 1 ms timer and, on Linux, how the main thread spent each
+ * one: running, or ready to run but waiting for a CPU. The kernel keeps both per thread
+ * (`/proc/self/task/<pid>/schedstat`, read with one `pread` a tick). A stall is the sum of the
+ * two; on a machine whose cores also run the database and PostgREST, the second is the machine's,
+ * not the engine's.
+ */
+function startTurnWatch(): { stop: () => Turns } {
+  let fd: number | undefined
+  const buffer = Buffer.alloc(64)
+  try {
+    fd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r')
+  } catch {
+    fd = undefined
+  }
+  /** The main thread's run and run-queue wait times so far, in ms (NaN without schedstat). */
+  const sched = (): [number, number] => {
+    if (fd === undefined) return [Number.NaN, Number.NaN]
+    const [run, wait] = buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0)).split(' ')
+    return [Number(run) / 1e6, Number(wait) / 1e6]
+  }
+  const turns: Turns = { longestMs: 0, longestRunMs: Number.NaN, longestWaitMs: Number.NaN, maxRunMs: fd === undefined ? Number.NaN : 0 }
+  let last = performance.now()
+  let [lastRun, lastWait] = sched()
+  const timer = setInterval(() => {
+    const now = performance.now()
+    const [run, wait] = sched()
+    if (now - last > turns.longestMs) Object.assign(turns, { longestMs: now - last, longestRunMs: run - lastRun, longestWaitMs: wait - lastWait })
+    if (run - lastRun > turns.maxRunMs) turns.maxRunMs = run - lastRun
+    last = now
+    lastRun = run
+    lastWait = wait
+  }, 1)
+  return {
+    stop: () => {
+      clearInterval(timer)
+      if (fd !== undefined) closeSync(fd)
+      return turns
+    },
+  }
+}
+
+/** The longest turn's parts, for a report line. */
+function turnText(turns: Turns): string {
+  if (Number.isNaN(turns.maxRunMs)) return 'per-thread CPU times not available here'
+  return `in the longest turn (${r3(turns.longestMs)} ms) this thread ran ${r3(turns.longestRunMs)} ms and waited ${r3(turns.longestWaitMs)} ms for a CPU; the most it ran in one turn: ${r3(turns.maxRunMs)} ms`
+}
+
+/** The longest turn's parts, for a JSON line. */
+function turnFigures(turns: Turns): Record<string, number> {
+  return { longestTurnMs: r3(turns.longestMs), longestTurnRunMs: r3(turns.longestRunMs), longestTurnWaitMs: r3(turns.longestWaitMs), maxTurnRunMs: r3(turns.maxRunMs) }
+}
+
 /**
  * The push limit as the protocol benchmark takes it: one bulk-upsert RPC of all the rows through
  * the same PostgREST, as the caller. Median of 3 calls, fresh rows each.
@@ -161,15 +226,17 @@ async function timedSync(sync: { forceSyncAll(): Promise<{ ok: boolean; message?
   const noise = process.env.ENGINE_NOISE_PROBE === '0' ? { stop: async () => Number.NaN } : await startNoiseProbe()
   const h = monitorEventLoopDelay({ resolution: 1 })
   h.enable()
+  const watch = startTurnWatch()
   const cpu = process.cpuUsage()
   const t = performance.now()
   const result = await sync.forceSyncAll()
   const seconds = (performance.now() - t) / 1000
   const used = process.cpuUsage(cpu)
+  const turns = watch.stop()
   h.disable()
   const noiseMs = await noise.stop()
   if (!result.ok) throw new Error(`${what} failed: ${result.message}`)
-  return { seconds, h, noiseMs, cpuMs: Math.round((used.user + used.system) / 1000) }
+  return { seconds, h, turns, noiseMs, cpuMs: Math.round((used.user + used.system) / 1000) }
 }
 
 /** Changes in a backlog, and rows pulled. */
@@ -202,20 +269,20 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   }
   const user = randomUUID()
   const a = make(user)
-  const { seconds, h, noiseMs, cpuMs } = await backlog(a, 'backlog sync')
+  const { seconds, h, turns, noiseMs, cpuMs } = await backlog(a, 'backlog sync')
   const rate = N / seconds
   report(`offline backlog of ${N} (${storageKind} storage): synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-upsert RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}; client CPU ${cpuMs} ms`, {
     bench: 'offline-backlog', storage: storageKind, changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit), clientCpuMs: cpuMs,
   })
-  report(`longest event-loop stall during a ${N}-change push: ${r3(h.max / 1e6)} ms (p99 ${r3(h.percentile(99) / 1e6)} ms; idle sibling process ${r3(noiseMs)} ms)`, {
-    bench: 'event-loop-stall', phase: 'push', changes: N, maxMs: r3(h.max / 1e6), p99Ms: r3(h.percentile(99) / 1e6), noiseFloorMs: r3(noiseMs),
+  report(`longest event-loop stall during a ${N}-change push: ${r3(h.max / 1e6)} ms (p99 ${r3(h.percentile(99) / 1e6)} ms; idle sibling process ${r3(noiseMs)} ms); ${turnText(turns)}`, {
+    bench: 'event-loop-stall', phase: 'push', changes: N, maxMs: r3(h.max / 1e6), p99Ms: r3(h.percentile(99) / 1e6), noiseFloorMs: r3(noiseMs), ...turnFigures(turns),
   })
   const b = make(user)
   await b.sync.ready
   b.env.setOnline(true)
-  const { seconds: s2, h: h2, noiseMs: noise2Ms } = await timedSync(b.sync, 'pull')
-  report(`pull of ${b.contacts.list().length} changes into a fresh device (${storageKind} storage): ${r3(s2)} s; longest event-loop stall ${r3(h2.max / 1e6)} ms (p99 ${r3(h2.percentile(99) / 1e6)} ms; idle sibling process ${r3(noise2Ms)} ms)`, {
-    bench: 'event-loop-stall', phase: 'pull', storage: storageKind, changes: b.contacts.list().length, seconds: r3(s2), maxMs: r3(h2.max / 1e6), p99Ms: r3(h2.percentile(99) / 1e6), noiseFloorMs: r3(noise2Ms),
+  const { seconds: s2, h: h2, turns: turns2, noiseMs: noise2Ms } = await timedSync(b.sync, 'pull')
+  report(`pull of ${b.contacts.list().length} changes into a fresh device (${storageKind} storage): ${r3(s2)} s; longest event-loop stall ${r3(h2.max / 1e6)} ms (p99 ${r3(h2.percentile(99) / 1e6)} ms; idle sibling process ${r3(noise2Ms)} ms); ${turnText(turns2)}`, {
+    bench: 'event-loop-stall', phase: 'pull', storage: storageKind, changes: b.contacts.list().length, seconds: r3(s2), maxMs: r3(h2.max / 1e6), p99Ms: r3(h2.percentile(99) / 1e6), noiseFloorMs: r3(noise2Ms), ...turnFigures(turns2),
   })
   // The same again, for another user, in this process: the engine's code is now compiled and
   // optimized (the figure above includes V8 compiling it while it syncs), as in an app that has
