@@ -11,7 +11,8 @@
  * inside this process, and an app's gateway does not, so its work would count as the engine's
  * stalls. Each stall figure is printed with the machine's scheduling noise over the same window:
  * the longest event-loop delay of an idle sibling Node process, which a small machine with the
- * database and PostgREST on its other core makes far from zero.
+ * database and PostgREST on its other core makes far from zero. On Linux the longest stall is also
+ * split into the time the main thread ran and the time it waited for a CPU (see startTurnWatch).
  * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`. `ENGINE_BATCH` sets the
  * push batch size (default: the orchestrator's, 1000, reached from a first batch of 200).
  * `ENGINE_STORAGE=file` gives the backlog part's devices the Node file storage, `ENGINE_STORAGE=web`
