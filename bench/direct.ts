@@ -8,13 +8,15 @@
 import type { SupabaseClient } from '@supabase/supabase-js'
 import type { LocalStack } from '../src/testing/index.js'
 
+/** A `fetch` that sends requests for `gatewayUrl`'s `/rest/v1` to `postgrestUrl` instead. */
+export function directFetch(gatewayUrl: string, postgrestUrl: string): typeof fetch {
+  const gateway = `${gatewayUrl}/rest/v1`
+  const direct = (url: string): string => (url.startsWith(gateway) ? postgrestUrl + url.slice(gateway.length) : url)
+  return ((input: RequestInfo | URL, init?: RequestInit) =>
+    input instanceof Request ? fetch(new Request(direct(input.url), input), init) : fetch(direct(String(input)), init)) as typeof fetch
+}
+
 /** A client for `user` whose `/rest/v1` requests go to the stack's PostgREST instead of its gateway. */
 export function directClient(stack: LocalStack, user: string, options: { expiresInSeconds?: number } = {}): SupabaseClient {
-  const gateway = `${stack.url}/rest/v1`
-  const direct = (url: string): string => (url.startsWith(gateway) ? stack.postgrestUrl + url.slice(gateway.length) : url)
-  return stack.createClient(user, {
-    ...options,
-    fetch: ((input: RequestInfo | URL, init?: RequestInit) =>
-      input instanceof Request ? fetch(new Request(direct(input.url), input), init) : fetch(direct(String(input)), init)) as typeof fetch,
-  })
+  return stack.createClient(user, { ...options, fetch: directFetch(stack.url, stack.postgrestUrl) })
 }
