@@ -156,8 +156,9 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const limit = pct(rounds, 50)
   const { seconds, turns, noiseMs, cpuMs } = own
   const rate = N / seconds
-  report(`bulk-upsert RPC limit: ${Math.round(limit)} rows/s, the median of ${rounds.length} calls of ${N} rows (${Math.round(Math.min(...rounds))}–${Math.round(Math.max(...rounds))}), half before the first syncs below and half after`, {
-    bench: 'push-limit', method: 'bulk-rpc', rows: N, calls: rounds.length, opsPerSec: Math.round(limit), minOpsPerSec: Math.round(Math.min(...rounds)), maxOpsPerSec: Math.round(Math.max(...rounds)),
+  const [before, after] = [rounds.slice(0, rounds.length / 2), rounds.slice(rounds.length / 2)].map((xs) => xs.map(Math.round))
+  report(`bulk-upsert RPC limit: ${Math.round(limit)} rows/s, the median of ${rounds.length} calls of ${N} rows (before the first syncs below: ${before!.join(', ')}; after them: ${after!.join(', ')})`, {
+    bench: 'push-limit', method: 'bulk-rpc', rows: N, calls: rounds.length, opsPerSec: Math.round(limit), before, after,
   })
   fresh.forEach((run, i) => {
     if (i === fresh.length - 1) return
