@@ -5,7 +5,8 @@
  * as the measured client's. Figures then compare like with like: every contender uses the same
  * direct route.
  */
-import type { SupabaseClient } from '@supabase/supabase-js'
+import { createClient, type SupabaseClient } from '@supabase/supabase-js'
+import ws from 'ws'
 import type { LocalStack } from '../src/testing/index.js'
 
 /** A `fetch` that sends requests for `gatewayUrl`'s `/rest/v1` to `postgrestUrl` instead. */
@@ -19,4 +20,29 @@ export function directFetch(gatewayUrl: string, postgrestUrl: string): typeof fe
 /** A client for `user` whose `/rest/v1` requests go to the stack's PostgREST instead of its gateway. */
 export function directClient(stack: LocalStack, user: string, options: { expiresInSeconds?: number } = {}): SupabaseClient {
   return stack.createClient(user, { ...options, fetch: directFetch(stack.url, stack.postgrestUrl) })
+}
+
+/** What the engine benchmark passes a child process (see {@link childArgument}). */
+export interface ChildArgument {
+  /** The stack's gateway and PostgREST addresses, its anon key, a signed JWT of the child's user. */
+  url: string
+  postgrestUrl: string
+  anonKey: string
+  token: string
+}
+
+/** The argument for a child process syncing as a new user of `stack` (JSON of a {@link ChildArgument}). */
+export function childArgument(stack: LocalStack, user: string): string {
+  const arg: ChildArgument = { url: stack.url, postgrestUrl: stack.postgrestUrl, anonKey: stack.anonKey, token: stack.signJwt(user) }
+  return JSON.stringify(arg)
+}
+
+/** In a child process: the client its argument (JSON of a {@link ChildArgument}) describes, to PostgREST straight. */
+export function childClient(argument: string | undefined): SupabaseClient {
+  const { url, postgrestUrl, anonKey, token } = JSON.parse(argument ?? '{}') as ChildArgument
+  return createClient(url, anonKey, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    realtime: { transport: ws as never },
+    global: { headers: { Authorization: `Bearer ${token}` }, fetch: directFetch(url, postgrestUrl) },
+  })
 }

@@ -34,7 +34,7 @@ import { promisify } from 'node:util'
 import { createSyncOrchestrator } from '../src/core/orchestrator.js'
 import { createManualEnvironment } from '../src/env/manual.js'
 import { startLocalStack, type LocalStack } from '../src/testing/index.js'
-import { directClient } from './direct.js'
+import { childArgument, directClient } from './direct.js'
 import { N, backlog, makeDevice, newStorage, pct, r3, storageKindFromEnv, timedSync, turnFigures, turnText, type SyncFigures } from './engineParts.js'
 import type { Backend } from '../src/core/protocol.js'
 
@@ -112,9 +112,14 @@ async function bulkRounds(stack: LocalStack, rows: number): Promise<number[]> {
  * The bulk limit is measured on warm sessions too.
  */
 async function warmServer(stack: LocalStack): Promise<void> {
-  const script = fileURLToPath(new URL('./warmServer.ts', import.meta.url))
-  const arg = JSON.stringify({ url: stack.url, postgrestUrl: stack.postgrestUrl, anonKey: stack.anonKey, token: stack.signJwt(randomUUID()) })
-  await promisify(execFile)(process.execPath, ['--import', 'tsx', script, arg])
+  await runChild('warmServer.ts', stack)
+}
+
+/** Runs `bench/<script>` in a child process, syncing as a new user of `stack`; resolves to its output. */
+async function runChild(script: string, stack: LocalStack): Promise<string> {
+  const path = fileURLToPath(new URL(`./${script}`, import.meta.url))
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', path, childArgument(stack, randomUUID())])
+  return stdout
 }
 
 /**
@@ -123,9 +128,7 @@ async function warmServer(stack: LocalStack): Promise<void> {
  * of several gives the figure's spread on a machine whose two cores also run the server.
  */
 async function freshSync(stack: LocalStack): Promise<SyncFigures> {
-  const script = fileURLToPath(new URL('./freshSync.ts', import.meta.url))
-  const arg = JSON.stringify({ url: stack.url, postgrestUrl: stack.postgrestUrl, anonKey: stack.anonKey, token: stack.signJwt(randomUUID()) })
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, arg])
+  const stdout = await runChild('freshSync.ts', stack)
   return JSON.parse(stdout.trim().split('\n').pop()!) as SyncFigures
 }
 

@@ -4,22 +4,14 @@
  * engine's code (V8 compiles it while it syncs), watched as the benchmark watches its own first
  * sync (see engineParts.ts). Prints one JSON line: {@link SyncFigures}.
  *
- * Argument: JSON `{ url, postgrestUrl, anonKey, token }` (the stack's gateway and PostgREST
- * addresses, its anon key, a signed JWT of the user). `ENGINE_STORAGE`, `ENGINE_BATCH` and
- * `ENGINE_NOISE_PROBE` as for the benchmark.
+ * Argument: what `childArgument` (direct.ts) gives, read by `childClient`.
+ * `ENGINE_STORAGE`, `ENGINE_BATCH` and `ENGINE_NOISE_PROBE` as for the benchmark.
  */
 import { rmSync } from 'node:fs'
-import { createClient } from '@supabase/supabase-js'
-import ws from 'ws'
-import { directFetch } from './direct.js'
+import { childClient } from './direct.js'
 import { backlog, makeDevice, newStorage, storageKindFromEnv } from './engineParts.js'
 
-const { url, postgrestUrl, anonKey, token } = JSON.parse(process.argv[2] ?? '{}') as Record<string, string>
-const client = createClient(url!, anonKey!, {
-  auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-  realtime: { transport: ws as never },
-  global: { headers: { Authorization: `Bearer ${token}` }, fetch: directFetch(url!, postgrestUrl!) },
-})
+const client = childClient(process.argv[2])
 // An app has made requests before its first sync (signing in, a first read): so has this process,
 // as the benchmark's own process has (its bulk limit) when its first sync is measured.
 const { error } = await client.from('contacts').select('id').limit(1)

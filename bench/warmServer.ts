@@ -6,23 +6,15 @@
  * sessions of a deployed project have. A process of its own: the benchmark's process must not run
  * the engine's code before its first sync.
  *
- * Argument: JSON `{ url, postgrestUrl, anonKey, token }` (the stack's gateway and PostgREST
- * addresses, its anon key, a signed JWT of the user).
+ * Argument: what `childArgument` (direct.ts) gives, read by `childClient`.
  */
-import { createClient } from '@supabase/supabase-js'
-import ws from 'ws'
 import { createSyncOrchestrator } from '../src/core/orchestrator.js'
 import { createSupabaseBackend } from '../src/backends/supabase/index.js'
 import { createMemoryStorage } from '../src/storage/memory.js'
 import { createManualEnvironment } from '../src/env/manual.js'
-import { directFetch } from './direct.js'
+import { childClient } from './direct.js'
 
-const { url, postgrestUrl, anonKey, token } = JSON.parse(process.argv[2] ?? '{}') as Record<string, string>
-const client = createClient(url!, anonKey!, {
-  auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-  realtime: { transport: ws as never },
-  global: { headers: { Authorization: `Bearer ${token}` }, fetch: directFetch(url!, postgrestUrl!) },
-})
+const client = childClient(process.argv[2])
 const env = createManualEnvironment({ now: Date.now(), online: false })
 const sync = createSyncOrchestrator({ storage: createMemoryStorage(), backend: createSupabaseBackend({ client }), environment: env, collections: { contacts: {} } })
 const contacts = sync.collection('contacts')
