@@ -178,7 +178,9 @@ export function createPushLoop(ctx: PushContext): PushLoop {
     const mutations: Mutation[] = []
     let fresh = true
     while (batch.length < size) {
-      if (batch.length > 0) {
+      // A turn for the host before every slice; before the first too when a batch was just sent,
+      // as building its body and request took the turn before.
+      if (batch.length > 0 || ahead) {
         await yieldToHost()
         if (signal.aborted) throw new AbortError()
       }
@@ -274,6 +276,9 @@ export function createPushLoop(ctx: PushContext): PushLoop {
           continue
         }
         progress(pushed, total)
+        // Building the request (its body and the fetch) in a turn of its own, not the last slice's.
+        await yieldToHost()
+        if (signal.aborted) throw new AbortError()
         const previous: Flight | null = ahead
         ahead = launch(picked, signal, previous)
         size *= 2

@@ -167,10 +167,12 @@ describe('engine through the real stack', () => {
     expect([...frozenRows.values()].every((r) => r._version === 1)).toBe(true)
 
     // Push: a batch of 200, then one of 50 sent while the first is on the wire; the turn before the
-    // first answer's second slice (turn 3, after the freeze's and the first slice's) never comes
-    // back. The second batch may have been applied by the server: its answer was never seen.
+    // first answer's second slice never comes back (turn 6, after those between the first batch's
+    // slices, before sending it, before freezing the second, before sending it, and before the
+    // answer's first slice). The second batch may have been applied by the server: its answer was
+    // never seen.
     const pushStorage = createMemoryStorage()
-    const pushCrash = crashAt(3)
+    const pushCrash = crashAt(6)
     const a = open(pushStorage, pushCrash.env)
     await a.sync.ready
     for (let i = 0; i < 250; i++) await a.contacts.insert({ name: `p${i}` })

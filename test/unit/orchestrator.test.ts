@@ -51,6 +51,31 @@ describe('orchestrator over the protocol model', () => {
     expect((await a.sync.getMetrics()).dataInSync).toBe(true)
   })
 
+  it('gives the host a turn between freezing a batch, sending it, and freezing the next', async () => {
+    const backend = createMemoryBackend({ tables: ['contacts', 'notes'] })
+    const storage = createMemoryStorage()
+    // Turns are counted where the engine yields to the host; each commit and each push request is
+    // stamped with the turn it happened in.
+    let turn = 0
+    const commitTurns = new Set<number>()
+    const pushTurns: number[] = []
+    const watched: Storage = { ...storage, commit: (ops) => (commitTurns.add(turn), storage.commit(ops)) }
+    const counted: MemoryBackend = { ...backend, push: (...args) => (pushTurns.push(turn), backend.push(...args)) }
+    const a = device(counted, {}, watched)
+    a.env.yieldToHost = () => ((turn += 1), Promise.resolve())
+    await a.sync.ready
+    a.env.setOnline(false)
+    for (let i = 0; i < 250; i++) await a.contacts.insert({ name: `c${i}` })
+    commitTurns.clear()
+    a.env.setOnline(true)
+    expect(await a.sync.forceSyncAll()).toMatchObject({ ok: true })
+    expect(backend.tables.get('contacts')!.size).toBe(250)
+    // Two requests (the first batch is 200), each built in a turn with no slice frozen or applied.
+    expect(pushTurns).toHaveLength(2)
+    expect(commitTurns.size).toBeGreaterThan(4)
+    for (const t of pushTurns) expect(commitTurns.has(t)).toBe(false)
+  })
+
   it('coalesces updates and cancels create+delete before push', async () => {
     const backend = createMemoryBackend({ tables: ['contacts', 'notes'] })
     const a = device(backend)
