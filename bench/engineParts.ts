@@ -17,6 +17,7 @@ import { createMemoryStorage } from '../src/storage/memory.js'
 import { createFileStorage } from '../src/storage/file.js'
 import { createWebStorage, type WebStorageLike } from '../src/storage/webStorage.js'
 import { createManualEnvironment } from '../src/env/manual.js'
+import { yieldToNodeHost } from '../src/env/node.js'
 import type { Storage } from '../src/core/storage.js'
 
 /** The `p`th percentile of `xs` (nearest rank). */
@@ -63,8 +64,8 @@ export function storageKindFromEnv(): StorageKind {
 export function makeDevice(client: SupabaseClient, storage: Storage) {
   const env = createManualEnvironment({ now: Date.now(), online: false })
   // The manual environment's turn for the host is a resolved promise (tests run on virtual
-  // time); here the host gets the turn the Node environment gives: a macrotask (setImmediate).
-  env.yieldToHost = () => new Promise((resolve) => setImmediate(resolve))
+  // time); here the host gets the turn the Node environment gives.
+  env.yieldToHost = yieldToNodeHost
   const sync = createSyncOrchestrator({
     storage,
     backend: createSupabaseBackend({ client }),

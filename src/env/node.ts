@@ -25,6 +25,21 @@ export interface NodeEnvironment extends Environment {
   setOnline(online: boolean): void
 }
 
+/**
+ * A turn for the host in Node: resolves once the event loop has been through its timers and I/O
+ * (poll) phases, so the host's due timers and waiting I/O callbacks run first. One `setImmediate`
+ * is not enough when called from an I/O callback: it runs in the check phase of the same loop
+ * iteration, before any timer. A second one, queued from that check phase, runs only after the
+ * next iteration's timers and poll phases. The cost is one more pass of the loop (microseconds).
+ * Without `setImmediate`, a zero-delay timer.
+ */
+export function yieldToNodeHost(): Promise<void> {
+  const host = globalThis as { setImmediate?: (callback: () => void) => unknown }
+  const immediate = host.setImmediate
+  if (typeof immediate !== 'function') return new Promise<void>((resolve) => globalThis.setTimeout(resolve, 0))
+  return new Promise<void>((resolve) => immediate(() => immediate(resolve)))
+}
+
 /** Create the Node {@link Environment}. */
 export function createNodeEnvironment(options: NodeEnvironmentOptions = {}): NodeEnvironment {
   const unrefTimers = options.unrefTimers ?? false
@@ -33,7 +48,6 @@ export function createNodeEnvironment(options: NodeEnvironmentOptions = {}): Nod
   let online = options.online ?? true
   const onlineListeners = new Set<(online: boolean) => void>()
   const none: Unsubscribe = () => {}
-  const host = globalThis as { setImmediate?: (callback: () => void) => unknown }
 
   return {
     now,
@@ -55,11 +69,7 @@ export function createNodeEnvironment(options: NodeEnvironmentOptions = {}): Nod
     onAppStateChange: () => none,
     battery: () => (battery === undefined ? undefined : { ...battery }),
     onBatteryChange: () => none,
-    yieldToHost: () =>
-      new Promise<void>((resolve) => {
-        if (typeof host.setImmediate === 'function') host.setImmediate(resolve)
-        else globalThis.setTimeout(resolve, 0)
-      }),
+    yieldToHost: yieldToNodeHost,
     setOnline(next) {
       if (next === online) return
       online = next

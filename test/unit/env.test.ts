@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { BatteryState } from '../../src/core/env.js'
 import { isAbortError } from '../../src/core/errors.js'
@@ -361,6 +363,27 @@ describe('node environment', () => {
     env.clearTimeout(handle)
     await new Promise<void>((resolve) => env.setTimeout(resolve, 1))
     await env.yieldToHost?.()
+  })
+
+  it('yields past due timers and I/O even when asked from an I/O callback', async () => {
+    const env = createNodeEnvironment()
+    // From an I/O callback (the poll phase) a single setImmediate would resume before the due timer.
+    const order = await new Promise<string[]>((done, fail) => {
+      readFile(fileURLToPath(import.meta.url), (error) => {
+        if (error) return fail(error)
+        const seen: string[] = []
+        setTimeout(() => seen.push('timer'), 0)
+        const start = performance.now()
+        while (performance.now() - start < 3) {
+          // Let the timer fall due while this callback still holds the loop.
+        }
+        void env.yieldToHost!().then(() => {
+          seen.push('resumed')
+          done(seen)
+        })
+      })
+    })
+    expect(order).toEqual(['timer', 'resumed'])
   })
 })
 
