@@ -1,6 +1,6 @@
 /**
  * What the engine benchmark's parts share: its storages, the device it syncs, and how a sync is
- * timed and watched (event-loop stalls, the main thread's run and wait, an idle sibling process as
+ * timed and watched (event-loop stalls, the main thread's wait for a CPU, an idle sibling process as
  * the machine's noise floor, CPU). Used by engine.bench.ts and by bench/freshSync.ts, the child
  * process that syncs a backlog as a process that has never run the engine.
  */
@@ -108,22 +108,25 @@ process.stdin.on('data', () => {}).on('end', () => { h.disable(); process.stdout
 
 /** How the event loop's longest turn was spent (see startTurnWatch); NaN where it cannot be told. */
 export interface Turns {
-  /** The longest gap between two ticks of a 1 ms timer. */
+  /** The longest delay of a 1 ms timer (its gap less the 1 ms): the longest turn. */
   longestMs: number
-  /** Of that gap: the time this process's main thread ran (the engine, V8's work on that thread, GC). */
-  longestRunMs: number
-  /** Of that gap: the time the main thread was ready to run but waited for a CPU. */
+  /** Of that delay: the time the main thread was ready to run but waited for a CPU. */
   longestWaitMs: number
-  /** The most the main thread ran within any one gap: the longest the process itself held the loop. */
-  maxRunMs: number
+  /** Of that delay: the rest, the process's own (the engine, V8's work on that thread, GC). */
+  longestOwnMs: number
+  /** The most any one turn took less its wait for a CPU: the longest the process itself held the loop. */
+  maxOwnMs: number
 }
 
 /**
- * Watches the event loop's turns with a 1 ms timer and, on Linux, how the main thread spent each
- * one: running, or ready to run but waiting for a CPU. The kernel keeps both per thread
- * (`/proc/self/task/<pid>/schedstat`, read with one `pread` a tick). A stall is the sum of the
- * two; on a machine whose cores also run the database and PostgREST, the second is the machine's,
- * not the engine's.
+ * Watches the event loop's turns with a 1 ms timer and, on Linux, how long the main thread waited
+ * for a CPU in each: ready to run, but every core busy. The kernel keeps that wait per thread
+ * (`/proc/self/task/<pid>/schedstat`, read with one `pread` a tick) and adds each wait as the
+ * thread gets a core back, so a thread reading its own figure has every wait up to that moment
+ * counted. (Its run time in the same file is not: the kernel brings a running thread's up to date
+ * only at a scheduler tick, 4 ms here, so a turn's own time is taken as its delay less its wait.)
+ * A stall is the two together; on a machine whose cores also run the database and PostgREST, the
+ * wait is the machine's, not the engine's.
  */
 export function startTurnWatch(): { stop: () => Turns } {
   let fd: number | undefined
@@ -133,22 +136,22 @@ export function startTurnWatch(): { stop: () => Turns } {
   } catch {
     fd = undefined
   }
-  /** The main thread's run and run-queue wait times so far, in ms (NaN without schedstat). */
-  const sched = (): [number, number] => {
-    if (fd === undefined) return [Number.NaN, Number.NaN]
-    const [run, wait] = buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0)).split(' ')
-    return [Number(run) / 1e6, Number(wait) / 1e6]
+  /** The main thread's wait for a CPU so far, in ms (NaN without schedstat). */
+  const waited = (): number => {
+    if (fd === undefined) return Number.NaN
+    return Number(buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0)).split(' ')[1]) / 1e6
   }
-  const turns: Turns = { longestMs: 0, longestRunMs: Number.NaN, longestWaitMs: Number.NaN, maxRunMs: fd === undefined ? Number.NaN : 0 }
+  const turns: Turns = { longestMs: 0, longestWaitMs: Number.NaN, longestOwnMs: Number.NaN, maxOwnMs: fd === undefined ? Number.NaN : 0 }
   let last = performance.now()
-  let [lastRun, lastWait] = sched()
+  let lastWait = waited()
   const timer = setInterval(() => {
     const now = performance.now()
-    const [run, wait] = sched()
-    if (now - last > turns.longestMs) Object.assign(turns, { longestMs: now - last, longestRunMs: run - lastRun, longestWaitMs: wait - lastWait })
-    if (run - lastRun > turns.maxRunMs) turns.maxRunMs = run - lastRun
+    const wait = waited()
+    const delay = Math.max(0, now - last - 1)
+    const own = Math.max(0, delay - (wait - lastWait))
+    if (delay > turns.longestMs) Object.assign(turns, { longestMs: delay, longestWaitMs: wait - lastWait, longestOwnMs: own })
+    if (own > turns.maxOwnMs) turns.maxOwnMs = own
     last = now
-    lastRun = run
     lastWait = wait
   }, 1)
   return {
@@ -162,13 +165,13 @@ export function startTurnWatch(): { stop: () => Turns } {
 
 /** The longest turn's parts, for a report line. */
 export function turnText(turns: Turns): string {
-  if (Number.isNaN(turns.maxRunMs)) return 'per-thread CPU times not available here'
-  return `in the longest turn (${r3(turns.longestMs)} ms) this thread ran ${r3(turns.longestRunMs)} ms and waited ${r3(turns.longestWaitMs)} ms for a CPU; the most it ran in one turn: ${r3(turns.maxRunMs)} ms`
+  if (Number.isNaN(turns.maxOwnMs)) return 'per-thread wait times not available here'
+  return `the longest turn (${r3(turns.longestMs)} ms) waited ${r3(turns.longestWaitMs)} ms of it for a CPU; the longest any turn took less its wait: ${r3(turns.maxOwnMs)} ms`
 }
 
 /** The longest turn's parts, for a JSON line. */
 export function turnFigures(turns: Turns): Record<string, number> {
-  return { longestTurnMs: r3(turns.longestMs), longestTurnRunMs: r3(turns.longestRunMs), longestTurnWaitMs: r3(turns.longestWaitMs), maxTurnRunMs: r3(turns.maxRunMs) }
+  return { longestTurnMs: r3(turns.longestMs), longestTurnWaitMs: r3(turns.longestWaitMs), longestTurnOwnMs: r3(turns.longestOwnMs), maxTurnOwnMs: r3(turns.maxOwnMs) }
 }
 
 /** What {@link timedSync} measured. */
