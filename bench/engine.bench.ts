@@ -15,15 +15,19 @@
  * the longest event-loop delay of an idle sibling Node process, which a small machine with the
  * database and PostgREST on its other core makes far from zero. On Linux each turn is also split
  * into the time the main thread waited for a CPU and the rest, the process's own (see
- * startTurnWatch).
+ * startTurnWatch). Some of the fresh processes run with their main thread at real-time priority
+ * (see raiseMainThreadPriority): the stall a UI thread sees when it gets a core as soon as it is
+ * ready, as on a device that does not also run the database and PostgREST.
  * `ENGINE_PARTS` (e.g. `backlog`) runs only some parts: `write`, `backlog`. `ENGINE_BATCH` sets the
  * push batch size (default: the orchestrator's, 1000, reached from a first batch of 200).
  * `ENGINE_STORAGE=file` gives the backlog part's devices the Node file storage, `ENGINE_STORAGE=web`
  * the Web Storage adapter over an in-memory `Storage` (the adapter's journal and encoding, without a
  * browser's own cost of storing strings); default: memory storage, which measures the engine
  * without its storage's encoding and writes.
- * `ENGINE_FRESH_RUNS` sets how many child processes sync a first backlog before this process's own
- * (default 4; 0 measures this process's alone).
+ * `ENGINE_FRESH_RUNS` sets how many child processes sync a first backlog (and pull it into a second
+ * device) before this process's own (default 4; 0 measures this process's alone), and
+ * `ENGINE_PRIORITY_RUNS` how many more do so with their main thread at real-time priority (default
+ * 4; Linux, as root or with `CAP_SYS_NICE`; elsewhere the line says why it was not measured).
  * `ENGINE_NOISE_PROBE=0` leaves the idle sibling process out (it competes for the same cores; its
  * figure then reads NaN).
  */
@@ -36,7 +40,7 @@ import { createSyncOrchestrator } from '../src/core/orchestrator.js'
 import { createManualEnvironment } from '../src/env/manual.js'
 import { startLocalStack, type LocalStack } from '../src/testing/index.js'
 import { childArgument, directClient } from './direct.js'
-import { N, backlog, makeDevice, newStorage, pct, r3, storageKindFromEnv, timedSync, turnFigures, turnText, type SyncFigures } from './engineParts.js'
+import { N, backlog, makeDevice, newStorage, pct, r3, storageKindFromEnv, timedSync, turnFigures, turnText, type ChildFigures, type SyncFigures } from './engineParts.js'
 import type { Backend } from '../src/core/protocol.js'
 
 const report = (text: string, figure: Record<string, unknown>): void => {
@@ -116,31 +120,48 @@ async function warmServer(stack: LocalStack): Promise<void> {
   await runChild('warmServer.ts', stack)
 }
 
-/** Runs `bench/<script>` in a child process, syncing as a new user of `stack`; resolves to its output. */
-async function runChild(script: string, stack: LocalStack): Promise<string> {
+/** Runs `bench/<script>` in a child process, syncing as a new user of `stack`, with `env` added to its environment; resolves to its output. */
+async function runChild(script: string, stack: LocalStack, env: Record<string, string> = {}): Promise<string> {
   const path = fileURLToPath(new URL(`./${script}`, import.meta.url))
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', path, childArgument(stack, randomUUID())])
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', path, childArgument(stack, randomUUID())], { env: { ...process.env, ...env } })
   return stdout
 }
 
 /**
  * Has a child process (bench/freshSync.ts) write a backlog offline and sync it as a process that has
- * never run the engine's code, and returns what it measured. One first sync per process: a run
- * of several gives the figure's spread on a machine whose two cores also run the server.
+ * never run the engine's code, then pull it into a second device, and returns what it measured. One
+ * first sync per process: a run of several gives the figure's spread on a machine whose two cores
+ * also run the server. `realtime`: the child's main thread first gets real-time priority.
  */
-async function freshSync(stack: LocalStack): Promise<SyncFigures> {
-  const stdout = await runChild('freshSync.ts', stack)
-  return JSON.parse(stdout.trim().split('\n').pop()!) as SyncFigures
+async function freshSync(stack: LocalStack, realtime: boolean): Promise<ChildFigures> {
+  const stdout = await runChild('freshSync.ts', stack, realtime ? { ENGINE_CHILD_PRIORITY: 'realtime' } : {})
+  return JSON.parse(stdout.trim().split('\n').pop()!) as ChildFigures
 }
 
-/** Child processes syncing a first backlog before this process's own (ENGINE_FRESH_RUNS, default 4). */
-function freshRuns(): number {
-  const runs = Number(process.env.ENGINE_FRESH_RUNS ?? 4)
-  return Number.isInteger(runs) && runs >= 0 ? runs : 4
+/** A non-negative integer from the environment variable `name`, else `fallback`. */
+function runsFromEnv(name: string, fallback: number): number {
+  const runs = Number(process.env[name] ?? fallback)
+  return Number.isInteger(runs) && runs >= 0 ? runs : fallback
 }
 
 /** `median (min–max)` of `xs`, each to three decimals. */
 const spread = (xs: number[]): string => `median ${r3(pct(xs, 50))} (${r3(Math.min(...xs))}–${r3(Math.max(...xs))})`
+
+/** How many of `xs` are under 16 ms, as `k of n under 16 ms`. */
+const underFrame = (xs: number[]): string => `${xs.filter((x) => x < 16).length} of ${xs.length} under 16 ms`
+
+/** Stall figures of several syncs for a JSON line, each key prefixed with `prefix`. */
+const stallSummary = (prefix: string, runs: SyncFigures[]): Record<string, number> => ({
+  [`${prefix}MsMedian`]: r3(pct(runs.map((run) => run.maxMs), 50)),
+  [`${prefix}MsMax`]: r3(Math.max(...runs.map((run) => run.maxMs))),
+  [`${prefix}UnderFrame`]: runs.filter((run) => run.maxMs < 16).length,
+  [`${prefix}MaxTurnOwnMsMedian`]: r3(pct(runs.map((run) => run.turns.maxOwnMs), 50)),
+  [`${prefix}NoiseFloorMsMedian`]: r3(pct(runs.map((run) => run.noiseMs), 50)),
+})
+
+/** One sync's stall, for a report line: the longest, the idle sibling's, the longest own part of a turn. */
+const stallText = (run: SyncFigures): string =>
+  `longest stall ${r3(run.maxMs)} ms (idle sibling ${r3(run.noiseMs)} ms; the longest a turn took less its wait for a CPU ${r3(run.turns.maxOwnMs)} ms)`
 
 async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const rounds = await bulkRounds(stack, N)
@@ -148,9 +169,25 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const storageKind = storageKindFromEnv()
   const dirs: string[] = []
   const make = (user: string) => makeDevice(directClient(stack, user), newStorage(storageKind, dirs))
-  // First syncs of fresh processes: the children's, then this process's own.
-  const fresh: SyncFigures[] = []
-  for (let run = freshRuns(); run > 0; run--) fresh.push(await freshSync(stack))
+  // First syncs of fresh processes: the children's (sharing the cores as they are, and with the
+  // main thread at real-time priority, taking turns), then this process's own.
+  const children: { push: SyncFigures; pull: SyncFigures }[] = []
+  const realtime: { push: SyncFigures; pull: SyncFigures }[] = []
+  let realtimeUnavailable: string | undefined
+  const [sharedRuns, realtimeRuns] = [runsFromEnv('ENGINE_FRESH_RUNS', 4), runsFromEnv('ENGINE_PRIORITY_RUNS', 4)]
+  for (let run = 0; run < Math.max(sharedRuns, realtimeRuns); run++) {
+    if (run < sharedRuns) {
+      const figures = await freshSync(stack, false)
+      if ('unavailable' in figures) throw new Error(figures.unavailable)
+      children.push(figures)
+    }
+    if (run < realtimeRuns && realtimeUnavailable === undefined) {
+      const figures = await freshSync(stack, true)
+      if ('unavailable' in figures) realtimeUnavailable = figures.unavailable
+      else realtime.push(figures)
+    }
+  }
+  const fresh = children.map((child) => child.push)
   const user = randomUUID()
   const a = make(user)
   const own = await backlog(a, 'backlog sync')
@@ -164,12 +201,16 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   report(`bulk-upsert RPC limit: ${Math.round(limit)} rows/s, the median of ${rounds.length} calls of ${N} rows (before the first syncs below: ${before!.join(', ')}; after them: ${after!.join(', ')})`, {
     bench: 'push-limit', method: 'bulk-rpc', rows: N, calls: rounds.length, opsPerSec: Math.round(limit), before, after,
   })
-  fresh.forEach((run, i) => {
-    if (i === fresh.length - 1) return
-    report(`  fresh process ${i + 1}: synced in ${r3(run.seconds)} s, ratio ${r3(N / run.seconds / limit)}, client CPU ${run.cpuMs} ms; longest stall ${r3(run.maxMs)} ms (idle sibling ${r3(run.noiseMs)} ms), the longest a turn took less its wait for a CPU ${r3(run.turns.maxOwnMs)} ms`, {
-      bench: 'offline-backlog', storage: storageKind, process: 'fresh-child', changes: N, seconds: r3(run.seconds), ratio: r3(N / run.seconds / limit), clientCpuMs: run.cpuMs, maxMs: r3(run.maxMs), p99Ms: r3(run.p99Ms), noiseFloorMs: r3(run.noiseMs), ...turnFigures(run.turns),
+  const childLine = (child: { push: SyncFigures; pull: SyncFigures }, label: string, extra: Record<string, unknown>): void => {
+    const { push, pull } = child
+    report(`  ${label}: synced in ${r3(push.seconds)} s, ratio ${r3(N / push.seconds / limit)}, client CPU ${push.cpuMs} ms; push ${stallText(push)}; pull ${r3(pull.seconds)} s, ${stallText(pull)}`, {
+      bench: 'offline-backlog', storage: storageKind, process: 'fresh-child', ...extra, changes: N, seconds: r3(push.seconds), ratio: r3(N / push.seconds / limit), clientCpuMs: push.cpuMs,
+      maxMs: r3(push.maxMs), p99Ms: r3(push.p99Ms), noiseFloorMs: r3(push.noiseMs), ...turnFigures(push.turns),
+      pull: { seconds: r3(pull.seconds), maxMs: r3(pull.maxMs), p99Ms: r3(pull.p99Ms), noiseFloorMs: r3(pull.noiseMs), ...turnFigures(pull.turns) },
     })
-  })
+  }
+  children.forEach((child, i) => childLine(child, `fresh process ${i + 1}`, {}))
+  realtime.forEach((child, i) => childLine(child, `fresh process ${i + 1}, main thread at real-time priority`, { mainThread: 'realtime' }))
   report(`offline backlog of ${N} (${storageKind} storage): synced in ${r3(seconds)} s = ${Math.round(rate)} changes/s; bulk-upsert RPC limit ${Math.round(limit)} rows/s; ratio ${r3(rate / limit)}; client CPU ${cpuMs} ms`, {
     bench: 'offline-backlog', storage: storageKind, changes: N, seconds: r3(seconds), changesPerSec: Math.round(rate), limitRowsPerSec: Math.round(limit), ratio: r3(rate / limit), clientCpuMs: cpuMs,
   })
@@ -177,13 +218,25 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
     bench: 'event-loop-stall', phase: 'push', changes: N, maxMs: r3(own.maxMs), p99Ms: r3(own.p99Ms), noiseFloorMs: r3(noiseMs), ...turnFigures(turns),
   })
   const ratios = fresh.map((run) => N / run.seconds / limit)
-  report(`first backlog of a fresh process, ${fresh.length} processes (${fresh.length - 1} ${fresh.length === 2 ? 'child' : 'children'} and this one): ratio ${spread(ratios)}, ${ratios.filter((x) => x >= 0.5).length} of ${fresh.length} at least 0.5; synced in ${spread(fresh.map((run) => run.seconds))} s; client CPU ${spread(fresh.map((run) => run.cpuMs))} ms; longest push stall ${spread(fresh.map((run) => run.maxMs))} ms, the longest a turn took less its wait for a CPU ${spread(fresh.map((run) => run.turns.maxOwnMs))} ms, idle sibling ${spread(fresh.map((run) => run.noiseMs))} ms`, {
+  const pulls = children.map((child) => child.pull)
+  report(`first backlog of a fresh process, ${fresh.length} processes (${fresh.length - 1} ${fresh.length === 2 ? 'child' : 'children'} and this one): ratio ${spread(ratios)}, ${ratios.filter((x) => x >= 0.5).length} of ${fresh.length} at least 0.5; synced in ${spread(fresh.map((run) => run.seconds))} s; client CPU ${spread(fresh.map((run) => run.cpuMs))} ms; longest push stall ${spread(fresh.map((run) => run.maxMs))} ms, ${underFrame(fresh.map((run) => run.maxMs))}; the longest a turn took less its wait for a CPU ${spread(fresh.map((run) => run.turns.maxOwnMs))} ms; idle sibling ${spread(fresh.map((run) => run.noiseMs))} ms${pulls.length ? `; the children's pulls: longest stall ${spread(pulls.map((run) => run.maxMs))} ms, ${underFrame(pulls.map((run) => run.maxMs))}` : ''}`, {
     bench: 'offline-backlog', storage: storageKind, process: 'fresh', runs: fresh.length, changes: N, limitRowsPerSec: Math.round(limit),
     ratioMedian: r3(pct(ratios, 50)), ratioMin: r3(Math.min(...ratios)), ratioMax: r3(Math.max(...ratios)), atLeastHalf: ratios.filter((x) => x >= 0.5).length,
     secondsMedian: r3(pct(fresh.map((run) => run.seconds), 50)), clientCpuMsMedian: pct(fresh.map((run) => run.cpuMs), 50),
-    stallMsMedian: r3(pct(fresh.map((run) => run.maxMs), 50)), stallMsMax: r3(Math.max(...fresh.map((run) => run.maxMs))),
-    maxTurnOwnMsMedian: r3(pct(fresh.map((run) => run.turns.maxOwnMs), 50)), noiseFloorMsMedian: r3(pct(fresh.map((run) => run.noiseMs), 50)),
+    ...stallSummary('stall', fresh), ...(pulls.length ? stallSummary('pullStall', pulls) : {}),
   })
+  if (realtimeUnavailable !== undefined) {
+    report(`first backlog with the main thread at real-time priority: not measured (${realtimeUnavailable})`, { bench: 'offline-backlog', process: 'fresh', mainThread: 'realtime', unavailable: realtimeUnavailable })
+  } else if (realtime.length) {
+    const pushes = realtime.map((child) => child.push)
+    const rtPulls = realtime.map((child) => child.pull)
+    const rtRatios = pushes.map((run) => N / run.seconds / limit)
+    report(`first backlog of a fresh process with its main thread at real-time priority (a core whenever it is ready, as on a device that does not also run the server), ${realtime.length} ${realtime.length === 1 ? 'child' : 'children'}: ratio ${spread(rtRatios)}; longest push stall ${spread(pushes.map((run) => run.maxMs))} ms, ${underFrame(pushes.map((run) => run.maxMs))}; longest pull stall ${spread(rtPulls.map((run) => run.maxMs))} ms, ${underFrame(rtPulls.map((run) => run.maxMs))}; the longest a turn took less its wait for a CPU: push ${spread(pushes.map((run) => run.turns.maxOwnMs))} ms, pull ${spread(rtPulls.map((run) => run.turns.maxOwnMs))} ms`, {
+      bench: 'offline-backlog', storage: storageKind, process: 'fresh', mainThread: 'realtime', runs: realtime.length, changes: N, limitRowsPerSec: Math.round(limit),
+      ratioMedian: r3(pct(rtRatios, 50)), ratioMin: r3(Math.min(...rtRatios)), ratioMax: r3(Math.max(...rtRatios)),
+      ...stallSummary('stall', pushes), ...stallSummary('pullStall', rtPulls),
+    })
+  }
   const b = make(user)
   await b.sync.ready
   b.env.setOnline(true)

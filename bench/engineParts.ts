@@ -8,7 +8,7 @@ import { closeSync, mkdtempSync, openSync, readSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import type { SupabaseClient } from '@supabase/supabase-js'
 import { createSyncOrchestrator } from '../src/core/orchestrator.js'
@@ -85,6 +85,25 @@ export async function backlog(device: Device, what: string): Promise<SyncFigures
   for (let i = 0; i < N; i++) await device.contacts.insert({ name: `c${i}` })
   device.env.setOnline(true)
   return timedSync(device.sync, what)
+}
+
+/**
+ * Gives this process's main thread real-time priority (`SCHED_FIFO` through Linux's `chrt`): it then
+ * gets a core whenever it is ready to run, ahead of the database and PostgREST on the same two
+ * cores, as a device that does not run the server would give it one. Only that thread: V8's
+ * compiler and GC threads and the server keep their priority, and the engine's work, GC pauses
+ * included, still counts. Child processes started afterwards (the idle sibling) inherit it.
+ * Returns why it could not (not Linux, no `chrt`, no permission), or undefined.
+ */
+export function raiseMainThreadPriority(): string | undefined {
+  if (process.platform !== 'linux') return 'real-time priority is set here only on Linux'
+  try {
+    execFileSync('chrt', ['--fifo', '--pid', '10', String(process.pid)], { stdio: 'pipe' })
+    return undefined
+  } catch (error) {
+    const stderr = (error as { stderr?: Buffer }).stderr?.toString().trim()
+    return `chrt could not raise the main thread's priority: ${stderr || (error as Error).message}`
+  }
 }
 
 /** An idle sibling process measuring its own event-loop delay until stopped: the noise floor. */
@@ -186,6 +205,9 @@ export interface SyncFigures {
   /** CPU this process used meanwhile, every thread. */
   cpuMs: number
 }
+
+/** What a bench/freshSync.ts child prints: its push and pull, or why it could not run as asked. */
+export type ChildFigures = { push: SyncFigures; pull: SyncFigures } | { unavailable: string }
 
 /**
  * Runs one forceSyncAll, watching the event loop (and an idle sibling process's, as the noise
