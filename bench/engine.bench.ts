@@ -40,7 +40,7 @@ import { createSyncOrchestrator } from '../src/core/orchestrator.js'
 import { createManualEnvironment } from '../src/env/manual.js'
 import { startLocalStack, type LocalStack } from '../src/testing/index.js'
 import { childArgument, directClient } from './direct.js'
-import { N, backlog, makeDevice, newStorage, pct, r3, storageKindFromEnv, timedSync, turnFigures, turnText, type ChildFigures, type SyncFigures } from './engineParts.js'
+import { N, backlog, makeDevice, newStorage, pct, r3, storageKindFromEnv, timedSync, turnFigures, turnText, type ChildFigures, type ChildSyncs, type SyncFigures } from './engineParts.js'
 import type { Backend } from '../src/core/protocol.js'
 
 const report = (text: string, figure: Record<string, unknown>): void => {
@@ -171,8 +171,8 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   const make = (user: string) => makeDevice(directClient(stack, user), newStorage(storageKind, dirs))
   // First syncs of fresh processes: the children's (sharing the cores as they are, and with the
   // main thread at real-time priority, taking turns), then this process's own.
-  const children: { push: SyncFigures; pull: SyncFigures }[] = []
-  const realtime: { push: SyncFigures; pull: SyncFigures }[] = []
+  const children: ChildSyncs[] = []
+  const realtime: ChildSyncs[] = []
   let realtimeUnavailable: string | undefined
   const [sharedRuns, realtimeRuns] = [runsFromEnv('ENGINE_FRESH_RUNS', 4), runsFromEnv('ENGINE_PRIORITY_RUNS', 4)]
   for (let run = 0; run < Math.max(sharedRuns, realtimeRuns); run++) {
@@ -201,7 +201,7 @@ async function backlogAndStalls(stack: LocalStack): Promise<void> {
   report(`bulk-upsert RPC limit: ${Math.round(limit)} rows/s, the median of ${rounds.length} calls of ${N} rows (before the first syncs below: ${before!.join(', ')}; after them: ${after!.join(', ')})`, {
     bench: 'push-limit', method: 'bulk-rpc', rows: N, calls: rounds.length, opsPerSec: Math.round(limit), before, after,
   })
-  const childLine = (child: { push: SyncFigures; pull: SyncFigures }, label: string, extra: Record<string, unknown>): void => {
+  const childLine = (child: ChildSyncs, label: string, extra: Record<string, unknown>): void => {
     const { push, pull } = child
     report(`  ${label}: synced in ${r3(push.seconds)} s, ratio ${r3(N / push.seconds / limit)}, client CPU ${push.cpuMs} ms; push ${stallText(push)}; pull ${r3(pull.seconds)} s, ${stallText(pull)}`, {
       bench: 'offline-backlog', storage: storageKind, process: 'fresh-child', ...extra, changes: N, seconds: r3(push.seconds), ratio: r3(N / push.seconds / limit), clientCpuMs: push.cpuMs,

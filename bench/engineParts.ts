@@ -206,8 +206,14 @@ export interface SyncFigures {
   cpuMs: number
 }
 
-/** What a bench/freshSync.ts child prints: its push and pull, or why it could not run as asked. */
-export type ChildFigures = { push: SyncFigures; pull: SyncFigures } | { unavailable: string }
+/** A bench/freshSync.ts child's two syncs: its backlog's push, and the pull into a second device. */
+export interface ChildSyncs {
+  push: SyncFigures
+  pull: SyncFigures
+}
+
+/** What a bench/freshSync.ts child prints: its syncs, or why it could not run as asked. */
+export type ChildFigures = ChildSyncs | { unavailable: string }
 
 /**
  * Runs one forceSyncAll, watching the event loop (and an idle sibling process's, as the noise
